@@ -1,0 +1,31 @@
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench docker clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m service
+
+test: $(STAMP)
+	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
+
+docker:
+	docker build -t calculations .
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,80 @@
+"""The calculation: a synthetic production profile of one oil well, and its JSON form.
+
+Pure and re-runnable: the same arguments always give the same table. The process pool
+runs `result_json`; the server process never imports pandas or numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+COLUMNS = ("date", "liquid", "oil", "water", "wct")
+LIQUID_NOISE = 0.05  # relative standard deviation of the liquid rate around its level
+OIL_NOISE = 0.03
+
+
+def calculate(date_start: date, date_fin: date, lag: int, seed: int) -> pd.DataFrame:
+    """Profile of one well at date_start, date_start + lag, ... up to and including date_fin.
+
+    liquid is a noisy level (drawn in 5..105) that rises by level // 10 after the first
+    third of the period and falls by level // 5 after the second; oil declines linearly from
+    0.9 * level to 0.2 * level plus noise, never above liquid; water = liquid - oil;
+    wct = water / liquid, null where liquid is 0.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if lag < 1:
+        raise ValueError(f"lag must be at least 1 day, got {lag}")
+    if date_fin < date_start:
+        raise ValueError(f"date_fin {date_fin} precedes date_start {date_start}")
+    rng = np.random.default_rng(seed)
+    # Days since 0001-01-01 as datetime64[D]: every calendar date fits, unlike pandas' nanoseconds.
+    first = np.datetime64(date_start, "D")
+    dates = np.arange(first, np.datetime64(date_fin, "D") + 1, lag)
+    n = len(dates)
+    third = np.arange(n) * 3 // n  # 0, 1, 2 for the three thirds of the rows
+
+    level = int(rng.integers(5, 106))
+    step = np.select([third == 1, third == 2], [level // 10, level // 10 - level // 5], 0)
+    liquid = np.clip(level + step + rng.normal(0.0, LIQUID_NOISE * level, n), 0.0, None)
+    decline = np.linspace(0.9 * level, 0.2 * level, n)
+    oil = np.clip(decline + rng.normal(0.0, OIL_NOISE * level, n), 0.0, liquid)
+    liquid, oil = liquid.round(3), oil.round(3)
+    water = (liquid - oil).round(3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wct = np.where(liquid > 0, (water / liquid).round(6), np.nan)
+    return pd.DataFrame(
+        {"date": dates.astype("datetime64[s]"), "liquid": liquid, "oil": oil, "water": water, "wct": wct}
+    )
+
+
+def to_records_json(frame: pd.DataFrame) -> str:
+    """Strict JSON: a list of {date, liquid, oil, water, wct}, dates as YYYY-MM-DD, NaN as null."""
+    days = frame["date"].to_numpy().astype("datetime64[D]").astype(str)
+    columns: list[list[Any]] = [days.tolist()]
+    for name in COLUMNS[1:]:
+        columns.append([None if math.isnan(v) else v for v in frame[name].tolist()])
+    records = [dict(zip(COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
+    return json.dumps(records, allow_nan=False, separators=(",", ":"))
+
+
+def result_json(date_start: date, date_fin: date, lag: int, seed: int, delay: float = 0.0) -> str:
+    """What the pool runs: the calculation as stored JSON text, after `delay` seconds that
+    stand for a long computation."""
+    if delay > 0:
+        time.sleep(delay)
+    return to_records_json(calculate(date_start, date_fin, lag, seed))
+
+
+def warm_up() -> None:
+    """Import what the calculation needs, so that the first run does not pay for it."""
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401

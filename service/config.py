@@ -1,0 +1,65 @@
+"""Settings of the service: one frozen dataclass, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///var/calculations.db"
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a `sqlite:///relative` or `sqlite:////absolute` URL."""
+    if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
+        raise ValueError(
+            f"DATABASE_URL must look like sqlite:///relative/path or sqlite:////absolute/path, got {url!r}"
+        )
+    return Path(url.removeprefix(SQLITE_PREFIX))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    database_url: str = DEFAULT_DATABASE_URL
+    schema_path: Path = Path(__file__).resolve().parents[1] / "schema.sql"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    kernel_delay: float = 10.0
+    max_points: int = 100_000
+    poll_interval: float = 2.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        sqlite_path(self.database_url)
+        if self.workers < 1:
+            raise ValueError(f"WORKERS must be at least 1, got {self.workers}")
+        if self.kernel_delay < 0:
+            raise ValueError(f"KERNEL_DELAY must not be negative, got {self.kernel_delay}")
+        if self.max_points < 1:
+            raise ValueError(f"MAX_POINTS must be at least 1, got {self.max_points}")
+
+    @property
+    def db_path(self) -> Path:
+        return sqlite_path(self.database_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build the config from upper-case environment variables named after the fields."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(field.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = type(field.default)
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{field.name.upper()} must be a {kind.__name__}, got {raw!r}"
+                ) from None
+        return cls(**values)

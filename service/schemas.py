@@ -1,0 +1,175 @@
+"""Marshmallow schemas: what requests may carry and what responses look like (also the OpenAPI docs)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from service.models import Status
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+MAX_LAG = (date.max - date.min).days + 1  # a lag longer than the calendar means one point anyway
+MAX_SEED = 2**53 - 1  # the largest integer a JavaScript client reads back exactly
+MAX_NAME = 200
+OPTIONAL_FIELDS = (
+    "name", "duration", "date_start", "date_fin", "lag", "seed", "started_at", "finished_at",
+)  # fmt: skip
+
+
+class IsoDate(fields.Date):
+    """A date written exactly YYYY-MM-DD, and a real one (2020-02-30 is refused)."""
+
+    default_error_messages = {  # noqa: RUF012 (marshmallow merges this class attribute)
+        "invalid": "Not a valid date: use YYYY-MM-DD with a real day, e.g. 2024-01-31."
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
+        if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
+            raise self.make_error("invalid")
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise self.make_error("invalid") from None
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer: true, "7" and 1.5 are refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return int(super()._validated(value))
+
+
+class FieldNames(fields.Field):
+    """A comma-separated list of optional response fields, e.g. `name,duration`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        names = [name.strip() for name in str(value).split(",") if name.strip()]
+        unknown = [name for name in names if name not in OPTIONAL_FIELDS]
+        if unknown:
+            raise ValidationError(
+                f"Unknown field {', '.join(unknown)}; choose from {', '.join(OPTIONAL_FIELDS)}."
+            )
+        return names
+
+
+class CalculationRequest(Schema):
+    date_start = IsoDate(required=True, metadata={"example": "2024-01-01"})
+    date_fin = IsoDate(
+        required=True, metadata={"example": "2024-12-31", "description": "Included."}
+    )
+    lag = StrictInteger(
+        required=True,
+        validate=validate.Range(min=1, max=MAX_LAG),
+        metadata={"example": 7, "description": "Days between two rows of the result."},
+    )
+    name = fields.String(
+        validate=validate.Length(min=1, max=MAX_NAME),
+        metadata={"description": "Made from the parameters when left out."},
+    )
+    seed = StrictInteger(
+        validate=validate.Range(min=0, max=MAX_SEED),
+        metadata={"description": "Makes the run reproducible; drawn at random when left out."},
+    )
+
+    @validates_schema
+    def check_range(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "date_start" in data and "date_fin" in data and data["date_fin"] < data["date_start"]:
+            raise ValidationError("date_fin must not precede date_start", "date_fin")
+
+    @post_load
+    def default_name(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data.setdefault("name", f"{data['date_start']}..{data['date_fin']} every {data['lag']}d")
+        return data
+
+
+class CalculationCreated(Schema):
+    id = fields.Integer(required=True)
+    status = fields.Enum(Status, by_value=True, required=True)
+
+
+class ResultRow(Schema):
+    date = fields.Date(required=True)
+    liquid = fields.Float(required=True)
+    oil = fields.Float(required=True)
+    water = fields.Float(required=True)
+    wct = fields.Float(required=True, allow_none=True, metadata={"description": "null where liquid is 0"})
+
+
+class CalculationOut(Schema):
+    id = fields.Integer(required=True)
+    created_at = fields.AwareDateTime(required=True)
+    status = fields.Enum(Status, by_value=True, required=True)
+    error = fields.String(metadata={"description": "Why the run failed; only on failed runs."})
+    name = fields.String()
+    duration = fields.Float(
+        allow_none=True, metadata={"description": "Seconds the kernel took; null until done."}
+    )
+    date_start = fields.Date()
+    date_fin = fields.Date()
+    lag = fields.Integer()
+    seed = fields.Integer()
+    started_at = fields.AwareDateTime(allow_none=True)
+    finished_at = fields.AwareDateTime(allow_none=True)
+    result = fields.List(
+        fields.Nested(ResultRow),
+        allow_none=True,
+        required=True,
+        metadata={"description": "null until the run is done; rows in date order."},
+    )
+
+
+class CalculationQuery(Schema):
+    fields_ = FieldNames(
+        data_key="fields",
+        load_default=(),
+        metadata={"description": f"Comma-separated extra fields: {', '.join(OPTIONAL_FIELDS)}."},
+    )
+
+
+class CalculationSummary(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+    status = fields.Enum(Status, by_value=True, required=True)
+
+
+class ListQuery(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
+    order = fields.String(
+        load_default="desc",
+        validate=validate.OneOf(["asc", "desc"]),
+        metadata={"description": "By launch date: desc (newest first) or asc."},
+    )
+    status = fields.Enum(Status, by_value=True)
+
+
+class CalculationPage(Schema):
+    items = fields.List(fields.Nested(CalculationSummary), required=True)
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+    total = fields.Integer(required=True)
+    pages = fields.Integer(required=True)
+
+
+class ErrorDetail(Schema):
+    code = fields.String(required=True, metadata={"example": "invalid_request"})
+    message = fields.String(required=True)
+    fields_ = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        data_key="fields",
+        metadata={"description": "Per field, what is wrong with it."},
+    )
+
+
+class ErrorOut(Schema):
+    error = fields.Nested(ErrorDetail, required=True)
