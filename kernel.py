@@ -13,6 +13,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 COLUMNS = ("date", "liquid", "oil", "water", "wct")
@@ -49,11 +50,23 @@ def calculate(date_start: date, date_fin: date, lag: int, seed: int) -> pd.DataF
     oil = np.clip(decline + rng.normal(0.0, OIL_NOISE * level, n), 0.0, liquid)
     liquid, oil = liquid.round(3), oil.round(3)
     water = (liquid - oil).round(3)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wct = np.where(liquid > 0, (water / liquid).round(6), np.nan)
     return pd.DataFrame(
-        {"date": dates.astype("datetime64[s]"), "liquid": liquid, "oil": oil, "water": water, "wct": wct}
+        {
+            "date": dates.astype("datetime64[s]"),
+            "liquid": liquid,
+            "oil": oil,
+            "water": water,
+            "wct": water_cut(liquid, water),
+        }
     )
+
+
+def water_cut(liquid: np.ndarray[Any, Any], water: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """water / liquid, rounded; NaN (null in JSON) where there is no liquid to divide by."""
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(liquid > 0, (water / liquid).round(6), np.nan)
 
 
 def to_records_json(frame: pd.DataFrame) -> str:

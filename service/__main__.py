@@ -1,4 +1,4 @@
-"""Command line: `python -m service [--port N ...]`, each option mirroring an environment variable."""
+"""Command line: `python -m service [--port N ...]`, each option mirroring a setting."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import fields, replace
 from aiohttp import web
 
 from service.app import create_app
-from service.config import Config
+from service.config import Config, field_type
 
 HELP = {
     "database_url": "sqlite:///relative/path or sqlite:////absolute/path",
@@ -21,6 +21,11 @@ HELP = {
     "max_points": "most rows a result may have",
     "poll_interval": "seconds between looks at the queue when nothing wakes the consumer",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "pingpong_a_url": "base URL of ping-pong service A (empty: this server)",
+    "pingpong_b_url": "base URL of ping-pong service B (empty: this server)",
+    "pingpong_reject_rate": "probability that a ping-pong service refuses a valid payload",
+    "pingpong_seed": "seed of the ping-pong random source (empty: unpredictable)",
+    "pingpong_max_hops": "hops after which a ping-pong pipeline is stopped",
 }
 
 
@@ -34,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default = getattr(env, field.name)
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
-            type=type(default),
+            type=field_type(field.name),
             default=default,
             help=f"{HELP[field.name]} (env {field.name.upper()}, now: %(default)s)",
         )

@@ -1,4 +1,4 @@
-"""The application factory: configuration, resources in dependency order, middlewares, routes, docs."""
+"""The application factory: config, resources in dependency order, middlewares, routes, docs."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args, get_type_hints
 
 DEFAULT_DATABASE_URL = "sqlite:///var/calculations.db"
 SQLITE_PREFIX = "sqlite:///"
@@ -16,7 +16,8 @@ def sqlite_path(url: str) -> Path:
     """The file of a `sqlite:///relative` or `sqlite:////absolute` URL."""
     if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
         raise ValueError(
-            f"DATABASE_URL must look like sqlite:///relative/path or sqlite:////absolute/path, got {url!r}"
+            "DATABASE_URL must look like sqlite:///relative/path or sqlite:////absolute/path,"
+            f" got {url!r}"
         )
     return Path(url.removeprefix(SQLITE_PREFIX))
 
@@ -32,6 +33,12 @@ class Config:
     max_points: int = 100_000
     poll_interval: float = 2.0
     log_level: str = "INFO"
+    # The ping-pong pipeline; an empty partner URL means this same server.
+    pingpong_a_url: str = ""
+    pingpong_b_url: str = ""
+    pingpong_reject_rate: float = 4 / 11
+    pingpong_seed: int | None = None
+    pingpong_max_hops: int = 100
 
     def __post_init__(self) -> None:
         sqlite_path(self.database_url)
@@ -41,6 +48,12 @@ class Config:
             raise ValueError(f"KERNEL_DELAY must not be negative, got {self.kernel_delay}")
         if self.max_points < 1:
             raise ValueError(f"MAX_POINTS must be at least 1, got {self.max_points}")
+        if not 0 <= self.pingpong_reject_rate <= 1:
+            raise ValueError(
+                f"PINGPONG_REJECT_RATE must be between 0 and 1, got {self.pingpong_reject_rate}"
+            )
+        if self.pingpong_max_hops < 1:
+            raise ValueError(f"PINGPONG_MAX_HOPS must be at least 1, got {self.pingpong_max_hops}")
 
     @property
     def db_path(self) -> Path:
@@ -55,7 +68,7 @@ class Config:
             raw = env.get(field.name.upper())
             if raw is None or raw == "":
                 continue
-            kind = type(field.default)
+            kind = field_type(field.name)
             try:
                 values[field.name] = kind(raw)
             except ValueError:
@@ -63,3 +76,10 @@ class Config:
                     f"{field.name.upper()} must be a {kind.__name__}, got {raw!r}"
                 ) from None
         return cls(**values)
+
+
+def field_type(name: str) -> type:
+    """The type a setting's text is converted to: `int` for `int | None`."""
+    hint = get_type_hints(Config)[name]
+    kinds = [kind for kind in get_args(hint) if kind is not type(None)] or [hint]
+    return cast(type, kinds[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -100,7 +101,7 @@ async def prepare(conn: aiosqlite.Connection, schema_path: Path) -> None:
     # In WAL mode NORMAL loses no committed row when the process dies; only an OS crash
     # or power cut can drop the last commits, and it never corrupts the file.
     await conn.execute("PRAGMA synchronous = NORMAL")
-    await conn.executescript(schema_path.read_text())
+    await conn.executescript(await asyncio.to_thread(schema_path.read_text))
     requeued = await requeue_running(conn)
     for calc_id in requeued:
         log.warning("calculation %d was interrupted and is queued again", calc_id)
@@ -109,18 +110,20 @@ async def prepare(conn: aiosqlite.Connection, schema_path: Path) -> None:
 async def insert_calculation(
     conn: aiosqlite.Connection, *, name: str, date_start: date, date_fin: date, lag: int, seed: int
 ) -> Calculation:
-    rows = await conn.execute_fetchall(
-        INSERT_CALCULATION,
-        {
-            "name": name,
-            "date_start": date_start.isoformat(),
-            "date_fin": date_fin.isoformat(),
-            "lag": lag,
-            "seed": seed,
-            "now": utcnow(),
-        },
+    rows = list(
+        await conn.execute_fetchall(
+            INSERT_CALCULATION,
+            {
+                "name": name,
+                "date_start": date_start.isoformat(),
+                "date_fin": date_fin.isoformat(),
+                "lag": lag,
+                "seed": seed,
+                "now": utcnow(),
+            },
+        )
     )
-    return Calculation.from_row(next(iter(rows)))
+    return Calculation.from_row(rows[0])
 
 
 async def get_calculation(conn: aiosqlite.Connection, calc_id: int) -> Calculation | None:
@@ -172,8 +175,9 @@ async def list_calculations(
 
 
 async def count_calculations(conn: aiosqlite.Connection, *, status: Status | None) -> int:
-    rows = await conn.execute_fetchall(COUNT_CALCULATIONS[status is not None], {"status": status})
-    return int(next(iter(rows))[0])
+    sql = COUNT_CALCULATIONS[status is not None]
+    rows = list(await conn.execute_fetchall(sql, {"status": status}))
+    return int(rows[0][0])
 
 
 async def db_context(app: web.Application) -> AsyncIterator[None]:

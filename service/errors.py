@@ -1,9 +1,9 @@
 """Errors as the API shows them: one JSON shape for every refusal.
 
-    ApiError
-    ├── BadRequest          400  body is not a JSON object
-    ├── InvalidRequest      422  fields refused, with the reasons per field
-    └── CalculationNotFound 404
+ApiError
+├── BadRequest          400  body is not a JSON object
+├── InvalidRequest      422  fields refused, with the reasons per field
+└── CalculationNotFound 404
 """
 
 from __future__ import annotations
@@ -85,9 +85,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "internal error")
 
 
-def on_validation_error(
-    error: ValidationError, *args: Any, **kwargs: Any
-) -> NoReturn:
+def on_validation_error(error: ValidationError, *args: Any, **kwargs: Any) -> NoReturn:
     """Turn a schema's refusal into a 422 naming each field and what is wrong with it."""
     messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
     fields = {str(k): v for k, v in messages.items()}

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 
 class Status(enum.StrEnum):
@@ -17,6 +16,14 @@ class Status(enum.StrEnum):
 
 
 TERMINAL = frozenset({Status.DONE, Status.FAILED})
+
+
+class Row(Protocol):
+    """A database row read by column name (sqlite3.Row is one)."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def keys(self) -> list[str]: ...
 
 
 def point_count(date_start: date, date_fin: date, lag: int) -> int:
@@ -46,7 +53,7 @@ class Calculation:
     result_json: str | None  # stored JSON text, served as it is
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Calculation:
+    def from_row(cls, row: Row) -> Calculation:
         created_at = _timestamp(row["created_at"])
         assert created_at is not None
         return cls(
@@ -63,5 +70,5 @@ class Calculation:
             finished_at=_timestamp(row["finished_at"]),
             duration=row["duration"],
             error=row["error"],
-            result_json=row["result"] if "result" in row.keys() else None,
+            result_json=row["result"] if "result" in row.keys() else None,  # noqa: SIM118 (Row iterates values)
         )

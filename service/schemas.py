@@ -1,4 +1,4 @@
-"""Marshmallow schemas: what requests may carry and what responses look like (also the OpenAPI docs)."""
+"""Marshmallow schemas: what requests may carry and what responses look like (and the docs)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ class IsoDate(fields.Date):
         "invalid": "Not a valid date: use YYYY-MM-DD with a real day, e.g. 2024-01-31."
     }
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> date:
         if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
             raise self.make_error("invalid")
         try:
@@ -100,7 +102,9 @@ class ResultRow(Schema):
     liquid = fields.Float(required=True)
     oil = fields.Float(required=True)
     water = fields.Float(required=True)
-    wct = fields.Float(required=True, allow_none=True, metadata={"description": "null where liquid is 0"})
+    wct = fields.Float(
+        required=True, allow_none=True, metadata={"description": "null where liquid is 0"}
+    )
 
 
 class CalculationOut(Schema):

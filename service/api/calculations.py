@@ -28,7 +28,10 @@ from service.schemas import (
 
 ERRORS = {
     400: {"schema": ErrorOut, "description": "The body is not a JSON object."},
-    422: {"schema": ErrorOut, "description": "Some fields are invalid; `fields` says which and why."},
+    422: {
+        "schema": ErrorOut,
+        "description": "Some fields are invalid; `fields` says which and why.",
+    },
 }
 NOT_FOUND = {404: {"schema": ErrorOut, "description": "No calculation has this id."}}
 

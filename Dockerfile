@@ -1,0 +1,26 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml setup.cfg README.md kernel.py schema.sql ./
+COPY service ./service
+RUN pip install . \
+    && useradd --create-home --uid 10001 app \
+    && mkdir -p /data \
+    && chown app:app /data
+
+ENV HOST=0.0.0.0 \
+    PORT=8080 \
+    DATABASE_URL=sqlite:////data/calculations.db \
+    SCHEMA_PATH=/app/schema.sql
+
+USER app
+# Run from outside /app so the installed package is imported, not the source tree.
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 8080
+CMD ["python", "-m", "service"]

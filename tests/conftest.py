@@ -1,0 +1,120 @@
+"""Fixtures and helpers shared by the tests: real SQLite files, process pools and servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from service import db
+from service.app import create_app
+from service.config import Config
+from service.models import TERMINAL
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_RUN = {"date_start": "2024-01-01", "date_fin": "2024-01-31", "lag": 7}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(
+        database_url=f"sqlite:///{tmp_path / 'calc.db'}",
+        workers=1,
+        kernel_delay=0.0,
+        poll_interval=0.05,
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, config: Config) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(config))
+
+
+@pytest.fixture
+async def conn(config: Config) -> AsyncIterator[aiosqlite.Connection]:
+    """A connection to the same database file the app uses, ready as at start-up."""
+    async with db.connect(config.db_path, config.schema_path) as connection:
+        yield connection
+
+
+async def wait_for_terminal(
+    client: TestClient[Any, Any], calc_id: int, timeout: float = 30.0, query: str = ""
+) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            resp = await client.get(f"/api/v1/calculations/{calc_id}{query}")
+            body: dict[str, Any] = await resp.json()
+            if body["status"] in TERMINAL:
+                return body
+            await asyncio.sleep(0.02)
+
+
+async def create(client: TestClient[Any, Any], **overrides: Any) -> int:
+    resp = await client.post("/api/v1/calculations", json={**SMALL_RUN, **overrides})
+    assert resp.status == 201, await resp.text()
+    calc_id: int = (await resp.json())["id"]
+    return calc_id
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Any]:
+    """Start `python -m service` as a subprocess; every server started is stopped at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        env: dict[str, str], log_name: str = "server.log"
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        full_env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'calc.db'}",
+            "KERNEL_DELAY": "0",
+            "PORT": str(port),
+            **env,
+        }
+        with (tmp_path / log_name).open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "service"], cwd=ROOT, env=full_env, stdout=log, stderr=log
+            )
+        started.append(proc)
+        return proc, f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def wait_until_up(base_url: str, timeout: float = 30.0) -> None:
+    """Poll until the server answers HTTP, whatever the status."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
+        while True:
+            try:
+                async with session.get(f"{base_url}/api/v1/calculations"):
+                    return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)

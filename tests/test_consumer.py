@@ -1,0 +1,132 @@
+"""The consumer, step by step: claim order, outcomes recorded, a dead kernel process survived."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from datetime import date
+
+import aiosqlite
+import pytest
+
+import kernel
+from service import db
+from service.config import Config
+from service.consumer import Consumer, KernelPool
+from service.models import Status
+
+DAY = date(2024, 1, 1)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[KernelPool]:
+    kernel_pool = KernelPool(workers=1)
+    yield kernel_pool
+    kernel_pool.shutdown()
+
+
+@pytest.fixture
+def consumer(conn: aiosqlite.Connection, pool: KernelPool) -> Consumer:
+    return Consumer(conn, pool, kernel_delay=0.0, poll_interval=0.05)
+
+
+async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int:
+    fin = date.fromordinal(DAY.toordinal() + days)
+    calc = await db.insert_calculation(
+        conn, name="n", date_start=DAY, date_fin=fin, lag=lag, seed=1
+    )
+    return calc.id
+
+
+async def test_empty_queue_does_nothing(consumer: Consumer) -> None:
+    assert await consumer.run_once() is False
+
+
+async def test_runs_are_claimed_in_submission_order(
+    consumer: Consumer, conn: aiosqlite.Connection
+) -> None:
+    ids = [await insert(conn) for _ in range(3)]
+    for expected in ids:
+        assert await consumer.run_once() is True
+        calcs = [await db.get_calculation(conn, i) for i in ids]
+        statuses = [c.status for c in calcs if c is not None]
+        done_upto = ids.index(expected) + 1
+        assert statuses == [Status.DONE] * done_upto + [Status.QUEUED] * (3 - done_upto)
+    assert await consumer.run_once() is False
+
+
+async def test_done_row_holds_the_kernel_result_and_timings(
+    consumer: Consumer, conn: aiosqlite.Connection
+) -> None:
+    calc_id = await insert(conn, lag=2, days=30)
+    await consumer.run_once()
+    calc = await db.get_calculation(conn, calc_id)
+    assert calc is not None
+    assert calc.status is Status.DONE
+    assert calc.result_json == kernel.result_json(DAY, date(2024, 1, 31), 2, 1)
+    assert calc.attempts == 1
+    assert calc.duration is not None
+    assert calc.started_at is not None
+    assert calc.finished_at is not None
+    assert calc.created_at <= calc.started_at <= calc.finished_at
+    assert calc.error is None
+
+
+async def test_kernel_error_fails_the_run_and_the_next_one_runs(
+    consumer: Consumer, conn: aiosqlite.Connection
+) -> None:
+    bad, good = await insert(conn, lag=0), await insert(conn)
+    await consumer.run_once()
+    await consumer.run_once()
+    failed, done = await db.get_calculation(conn, bad), await db.get_calculation(conn, good)
+    assert failed is not None
+    assert done is not None
+    assert failed.status is Status.FAILED
+    assert failed.error == "ValueError: lag must be at least 1 day, got 0"
+    assert failed.result_json is None
+    assert done.status is Status.DONE
+
+
+async def test_dead_kernel_process_fails_its_run_and_the_pool_is_replaced(
+    consumer: Consumer, pool: KernelPool, conn: aiosqlite.Connection
+) -> None:
+    # os.kill in the worker stands for a kernel killed by the OOM killer.
+    with pytest.raises(Exception, match="terminated abruptly"):
+        await pool.run(os.kill, await pool.run(os.getpid), signal.SIGKILL)
+    calc_id = await insert(conn)
+    await consumer.run_once()
+    calc = await db.get_calculation(conn, calc_id)
+    assert calc is not None
+    assert calc.status is Status.DONE
+
+
+async def test_interrupted_runs_are_queued_again_on_start(config: Config) -> None:
+    async with db.connect(config.db_path, config.schema_path) as conn:
+        first, second = await insert(conn), await insert(conn)
+        claimed = await db.claim_next(conn)
+        assert claimed is not None
+        assert claimed.id == first
+    # The process is gone with `first` still running; the next start recovers it.
+    async with db.connect(config.db_path, config.schema_path) as conn:
+        calc = await db.get_calculation(conn, first)
+        assert calc is not None
+        assert calc.status is Status.QUEUED
+        assert calc.started_at is None
+        assert calc.attempts == 1
+        again = await db.claim_next(conn)
+        assert again is not None
+        assert again.id == first
+        assert again.attempts == 2
+        assert second > first
+
+
+async def test_a_result_is_not_written_to_a_run_that_is_no_longer_running(
+    conn: aiosqlite.Connection,
+) -> None:
+    calc_id = await insert(conn)
+    assert await db.mark_done(conn, calc_id, "[]", 0.1) is False
+    assert await db.mark_failed(conn, calc_id, "boom", None) is False
+    calc = await db.get_calculation(conn, calc_id)
+    assert calc is not None
+    assert calc.status is Status.QUEUED

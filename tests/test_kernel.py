@@ -1,0 +1,101 @@
+"""The kernel: shape, the reference model, reproducibility, the whole calendar, strict JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import kernel
+
+
+def test_columns_and_dates_follow_the_lag_up_to_and_including_date_fin() -> None:
+    frame = kernel.calculate(date(2024, 1, 1), date(2024, 1, 29), 7, seed=1)
+    assert tuple(frame.columns) == kernel.COLUMNS
+    days = frame["date"].dt.strftime("%Y-%m-%d").tolist()
+    assert days == ["2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22", "2024-01-29"]
+
+
+def test_same_seed_same_table_other_seed_other_table() -> None:
+    args = (date(2020, 1, 1), date(2020, 12, 31), 3)
+    first = kernel.result_json(*args, seed=42)
+    assert kernel.result_json(*args, seed=42) == first
+    assert kernel.result_json(*args, seed=43) != first
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_reference_model_holds(seed: int) -> None:
+    frame = kernel.calculate(date(2000, 1, 1), date(2002, 12, 31), 1, seed=seed)
+    assert (frame["liquid"] >= 0).all()
+    assert (frame["oil"] >= 0).all()
+    assert (frame["oil"] <= frame["liquid"]).all()
+    assert ((frame["water"] - (frame["liquid"] - frame["oil"])).abs() < 1e-9).all()
+    positive = frame["liquid"] > 0
+    wct = frame["water"][positive] / frame["liquid"][positive]
+    assert ((frame["wct"][positive] - wct).abs() < 1e-5).all()
+    # The level rises by level//10 after the first third and falls by level//5 after the second.
+    n = len(frame)
+    thirds = [frame["liquid"][i * n // 3 : (i + 1) * n // 3].mean() for i in range(3)]
+    assert thirds[1] >= thirds[0]
+    assert thirds[2] < thirds[1]
+    assert 5 * 0.8 < thirds[0] < 105 * 1.2
+    # Oil declines from about 0.9 of the level to about 0.2 of it.
+    assert frame["oil"][: n // 10].mean() > frame["oil"][-n // 10 :].mean()
+
+
+def test_whole_calendar_works_beyond_pandas_nanosecond_range() -> None:
+    records = json.loads(kernel.result_json(date(1, 1, 1), date(9999, 12, 31), 36500, seed=3))
+    assert records[0]["date"] == "0001-01-01"
+    assert records[-1]["date"] == "9994-05-13"
+    last = json.loads(kernel.result_json(date(9999, 12, 30), date(9999, 12, 31), 1, seed=3))
+    assert [r["date"] for r in last] == ["9999-12-30", "9999-12-31"]
+
+
+def test_single_point_when_lag_exceeds_the_period() -> None:
+    records = json.loads(kernel.result_json(date(2024, 5, 1), date(2024, 5, 3), 30, seed=0))
+    assert [r["date"] for r in records] == ["2024-05-01"]
+
+
+def test_json_is_strict_dates_are_plain_and_values_are_numbers() -> None:
+    text = kernel.result_json(date(1999, 12, 25), date(2000, 1, 10), 2, seed=9)
+    # A strict parser: NaN and Infinity are not JSON.
+    records = json.loads(text, parse_constant=pytest.fail)
+    assert [r["date"] for r in records][:3] == ["1999-12-25", "1999-12-27", "1999-12-29"]
+    for row in records:
+        assert list(row) == list(kernel.COLUMNS)
+        assert all(isinstance(row[c], float) for c in kernel.COLUMNS[1:])
+
+
+def test_wct_is_null_where_liquid_is_zero() -> None:
+    liquid = np.array([0.0, 50.0, 0.0])
+    water = np.array([0.0, 10.0, 0.0])
+    wct = kernel.water_cut(liquid, water)
+    assert wct[1] == 0.2
+    frame = pd.DataFrame(
+        {
+            "date": np.array(["2024-01-01", "2024-01-02", "2024-01-03"], "datetime64[s]"),
+            "liquid": liquid,
+            "oil": liquid - water,
+            "water": water,
+            "wct": wct,
+        }
+    )
+    records = json.loads(kernel.to_records_json(frame), parse_constant=pytest.fail)
+    assert [r["wct"] for r in records] == [None, 0.2, None]
+
+
+@pytest.mark.parametrize(
+    ("start", "fin", "lag", "message"),
+    [
+        (date(2024, 1, 1), date(2024, 2, 1), 0, "lag must be at least 1 day, got 0"),
+        (date(2024, 2, 1), date(2024, 1, 1), 1, "precedes"),
+    ],
+)
+def test_bad_arguments_raise_a_readable_value_error(
+    start: date, fin: date, lag: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        kernel.calculate(start, fin, lag, seed=0)
