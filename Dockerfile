@@ -18,7 +18,7 @@ ENV HOST=0.0.0.0 \
     DATABASE_URL=sqlite:////data/calculations.db \
     SCHEMA_PATH=/app/schema.sql
 
-USER app
+USER 10001
 # Run from outside /app so the installed package is imported, not the source tree.
 WORKDIR /data
 VOLUME ["/data"]
