@@ -15,7 +15,9 @@ $(STAMP): setup.cfg pyproject.toml
 run: $(STAMP)
 	$(PY) -m service
 
+# The page's browser tests drive Debian's Chromium, never a browser build of their own.
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90
 
 lint: $(STAMP)

@@ -1,7 +1,7 @@
 """The calculation: a synthetic production profile of one oil well, and its JSON form.
 
 Pure and re-runnable: the same arguments always give the same table. The process pool
-runs `result_json`; the server process never imports pandas or numpy.
+runs `run`; the server process never imports pandas or numpy.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import math
 import time
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,25 +69,51 @@ def water_cut(liquid: np.ndarray[Any, Any], water: np.ndarray[Any, Any]) -> np.n
         return np.where(liquid > 0, (water / liquid).round(6), np.nan)
 
 
-def to_records_json(frame: pd.DataFrame) -> str:
-    """Strict JSON: a list of {date, liquid, oil, water, wct}, dates as YYYY-MM-DD, NaN as null."""
+class Output(NamedTuple):
+    """A result in the forms it is served in, made once in the worker process."""
+
+    json: str
+    csv: str
+
+
+def columns_of(frame: pd.DataFrame) -> list[list[Any]]:
+    """The frame as plain Python columns: dates as YYYY-MM-DD, NaN as None."""
     days = frame["date"].to_numpy().astype("datetime64[D]").astype(str)
     columns: list[list[Any]] = [days.tolist()]
     for name in COLUMNS[1:]:
         columns.append([None if math.isnan(v) else v for v in frame[name].tolist()])
-    records = [dict(zip(COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
+    return columns
+
+
+def to_records_json(frame: pd.DataFrame) -> str:
+    """Strict JSON: a list of {date, liquid, oil, water, wct}, NaN as null."""
+    rows = zip(*columns_of(frame), strict=True)
+    records = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     return json.dumps(records, allow_nan=False, separators=(",", ":"))
 
 
-def result_json(date_start: date, date_fin: date, lag: int, seed: int, delay: float = 0.0) -> str:
-    """What the pool runs: the calculation as stored JSON text, after `delay` seconds that
-    stand for a long computation."""
+def to_csv(frame: pd.DataFrame) -> str:
+    """CSV with a header row; numbers as in the JSON, an empty cell where the JSON has null."""
+    lines = [",".join(COLUMNS)]
+    for day, *values in zip(*columns_of(frame), strict=True):
+        lines.append(",".join([day, *("" if v is None else repr(v) for v in values)]))
+    return "\r\n".join(lines) + "\r\n"
+
+
+def run(date_start: date, date_fin: date, lag: int, seed: int, delay: float = 0.0) -> Output:
+    """What the pool runs: the calculation, after `delay` seconds that stand for a long one."""
     if delay > 0:
         time.sleep(delay)
-    return to_records_json(calculate(date_start, date_fin, lag, seed))
+    frame = calculate(date_start, date_fin, lag, seed)
+    return Output(json=to_records_json(frame), csv=to_csv(frame))
 
 
-def warm_up() -> None:
-    """Import what the calculation needs, so that the first run does not pay for it."""
+def init_worker() -> None:
+    """Prepare a kernel process: the server decides when it stops, and the first run does
+    not pay for importing pandas."""
+    import signal
+
+    # Ctrl-C reaches the whole process group; the server's shutdown handles it, not the kernel.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import numpy  # noqa: F401
     import pandas  # noqa: F401

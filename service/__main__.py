@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import fields, replace
 
 from aiohttp import web
 
+from service import logs
 from service.app import create_app
 from service.config import Config, field_type
 
@@ -21,6 +21,12 @@ HELP = {
     "max_points": "most rows a result may have",
     "poll_interval": "seconds between looks at the queue when nothing wakes the consumer",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "log_format": "text, or json for one JSON object a line",
+    "kernel_timeout": "seconds after which a kernel run is stopped and failed (empty: none)",
+    "shutdown_grace": "seconds a running kernel may finish in after SIGTERM or SIGINT",
+    "max_attempts": "starts after which a run interrupted by crashes is failed",
+    "max_queued": "queued runs beyond which a create answers 429",
+    "api_token": "bearer token required by /api/v1 and /metrics (empty: open)",
     "pingpong_a_url": "base URL of ping-pong service A (empty: this server)",
     "pingpong_b_url": "base URL of ping-pong service B (empty: this server)",
     "pingpong_reject_rate": "probability that a ping-pong service refuses a valid payload",
@@ -48,10 +54,17 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logs.configure(config.log_level, config.log_format)
+    # Our middleware logs each request once, with its request id; aiohttp's own log would
+    # say it again. The shutdown timeout leaves the consumer's grace time to finish runs.
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5,
     )
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,39 @@ from aiohttp_apigami import OpenApiVersion, setup_aiohttp_apispec, validation_mi
 from aiohttp_apigami.constants import APISPEC_PARSER
 
 from service.api import setup_routes
+from service.auth import auth_middleware
 from service.config import Config
-from service.consumer import consumer_context, pool_context
+from service.consumer import consumer_context, pool_context, release_waiters
 from service.db import db_context
 from service.errors import error_middleware
-from service.keys import CONFIG
+from service.keys import CONFIG, METRICS
+from service.logs import request_log_middleware
+from service.metrics import Metrics, metrics_middleware
 from service.parser import make_parser
+from service.pingpong import pingpong_context, setup_pingpong_routes
 
 MAX_BODY = 64 * 1024
 
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, validation_middleware], client_max_size=MAX_BODY
+        middlewares=[
+            request_log_middleware,
+            metrics_middleware,
+            error_middleware,
+            auth_middleware,
+            validation_middleware,
+        ],
+        client_max_size=MAX_BODY,
     )
     app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app.on_shutdown.append(release_waiters)
     # Torn down in reverse: the consumer stops, then the pool, then the database closes.
     app.cleanup_ctx.extend([db_context, pool_context, consumer_context])
+    app.cleanup_ctx.append(pingpong_context)  # stops its forwards before the database closes
     setup_routes(app)
+    setup_pingpong_routes(app)
     setup_aiohttp_apispec(
         app,
         title="Calculations",

@@ -33,6 +33,12 @@ class Config:
     max_points: int = 100_000
     poll_interval: float = 2.0
     log_level: str = "INFO"
+    log_format: str = "text"
+    kernel_timeout: float | None = None
+    shutdown_grace: float = 30.0
+    max_attempts: int = 3
+    max_queued: int = 10_000
+    api_token: str | None = None
     # The ping-pong pipeline; an empty partner URL means this same server.
     pingpong_a_url: str = ""
     pingpong_b_url: str = ""
@@ -48,6 +54,16 @@ class Config:
             raise ValueError(f"KERNEL_DELAY must not be negative, got {self.kernel_delay}")
         if self.max_points < 1:
             raise ValueError(f"MAX_POINTS must be at least 1, got {self.max_points}")
+        if self.kernel_timeout is not None and self.kernel_timeout <= 0:
+            raise ValueError(f"KERNEL_TIMEOUT must be positive, got {self.kernel_timeout}")
+        if self.shutdown_grace < 0:
+            raise ValueError(f"SHUTDOWN_GRACE must not be negative, got {self.shutdown_grace}")
+        if self.max_attempts < 1:
+            raise ValueError(f"MAX_ATTEMPTS must be at least 1, got {self.max_attempts}")
+        if self.max_queued < 1:
+            raise ValueError(f"MAX_QUEUED must be at least 1, got {self.max_queued}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
         if not 0 <= self.pingpong_reject_rate <= 1:
             raise ValueError(
                 f"PINGPONG_REJECT_RATE must be between 0 and 1, got {self.pingpong_reject_rate}"

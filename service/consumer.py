@@ -1,79 +1,52 @@
-"""The background side: the kernel process pool and the consumer that drains the queue into it."""
+"""The consumer: claims queued runs in submission order and runs each in a free kernel slot."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
 
 import aiosqlite
 from aiohttp import web
 
 import kernel
 from service import db
-from service.keys import CONFIG, CONSUMER, DB, POOL
-from service.models import Calculation
+from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, METRICS, POOL
+from service.metrics import Metrics
+from service.models import Calculation, Status
+from service.pool import KernelDied, KernelPool, KernelStopped, Slot
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-
-class KernelPool:
-    """A process pool that replaces itself when one of its processes dies."""
-
-    def __init__(self, workers: int) -> None:
-        self._workers = workers
-        self._executor = self._start()
-
-    def _start(self) -> ProcessPoolExecutor:
-        # spawn, not fork: the server process has threads (aiosqlite keeps one per connection).
-        executor = ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=kernel.warm_up,
-        )
-        # Start the processes now, so the first run does not wait for them and pandas to load.
-        for _ in range(self._workers):
-            executor.submit(kernel.warm_up)
-        return executor
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except BrokenProcessPool:
-            log.error("a kernel process died; starting a new pool")
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._start()
-            raise
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+CANCEL, TIME_LIMIT, SHUTDOWN = "cancel", "time limit", "shutdown"
 
 
 class Consumer:
-    """Claims queued runs one at a time, in submission order, and records how each ends."""
+    """Keeps every kernel slot busy while runs are queued, and records how each run ends."""
 
     def __init__(
         self,
         conn: aiosqlite.Connection,
         pool: KernelPool,
+        metrics: Metrics,
         *,
-        kernel_delay: float,
-        poll_interval: float,
+        kernel_delay: float = 0.0,
+        kernel_timeout: float | None = None,
+        poll_interval: float = 2.0,
     ) -> None:
         self._conn = conn
-        self._pool = pool
+        self._metrics = metrics
         self._kernel_delay = kernel_delay
+        self._kernel_timeout = kernel_timeout
         self._poll_interval = poll_interval
+        self._free = list(reversed(pool.slots))
         self._wakeup = asyncio.Event()
+        self._computing: dict[int, Slot] = {}
+        self._stop_reasons: dict[int, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watchers: dict[int, set[asyncio.Event]] = {}
 
     def notify(self) -> None:
         self._wakeup.set()
@@ -82,60 +55,162 @@ class Consumer:
         while True:
             # Cleared before draining, so a run submitted mid-drain still wakes the next wait.
             self._wakeup.clear()
-            while await self.run_once():
-                pass
+            while self._free:
+                calc = await db.claim_next(self._conn)
+                if calc is None:
+                    break
+                task = asyncio.create_task(self._execute(self._free.pop(), calc))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
 
     async def run_once(self) -> bool:
-        """Run the oldest queued calculation; False when the queue is empty."""
+        """Claim the oldest queued run and compute it here; False when the queue is empty."""
         calc = await db.claim_next(self._conn)
         if calc is None:
             return False
-        log.info("calculation %d running (attempt %d)", calc.id, calc.attempts)
-        await self._compute(calc)
+        await self._execute(self._free.pop(), calc)
         return True
 
-    async def _compute(self, calc: Calculation) -> None:
+    def stop(self, calc_id: int) -> bool:
+        """End the kernel process computing this run, if one is; True if one was."""
+        return self._kill(calc_id, CANCEL)
+
+    def finished(self, calc_id: int) -> None:
+        """Wake whoever waits for this run to end."""
+        for event in self._watchers.pop(calc_id, ()):
+            event.set()
+
+    def wake_all(self) -> None:
+        """Release every waiting request, so that a shutdown does not wait for them."""
+        for calc_id in list(self._watchers):
+            self.finished(calc_id)
+
+    @contextlib.contextmanager
+    def watch(self, calc_id: int) -> Iterator[asyncio.Event]:
+        """An event set when the run ends. Enter it before reading the row, so that a run
+        ending in between still sets it."""
+        event = asyncio.Event()
+        self._watchers.setdefault(calc_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._watchers.get(calc_id)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._watchers[calc_id]
+
+    async def drain(self, grace: float) -> None:
+        """Let running kernels finish for up to `grace` seconds, then stop them; what was cut
+        off goes back to the queue without counting as an attempt."""
+        if self._tasks:
+            log.info("waiting up to %.0f s for %d running calculation(s)", grace, len(self._tasks))
+            await asyncio.wait(self._tasks, timeout=grace)
+        for calc_id in list(self._computing):
+            self._kill(calc_id, SHUTDOWN)
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+
+    def _kill(self, calc_id: int, reason: str) -> bool:
+        slot = self._computing.get(calc_id)
+        if slot is None:
+            return False
+        self._stop_reasons[calc_id] = reason
+        slot.kill()
+        return True
+
+    async def _execute(self, slot: Slot, calc: Calculation) -> None:
+        log.info("calculation %d started (attempt %d)", calc.id, calc.attempts, extra=ids(calc))
+        self._computing[calc.id] = slot
+        timer = None
         started = time.perf_counter()
         try:
-            result = await self._pool.run(
-                kernel.result_json, calc.date_start, calc.date_fin, calc.lag, calc.seed,
-                self._kernel_delay,
-            )  # fmt: skip
+            await slot.ready()
+            if self._kernel_timeout is not None:
+                loop = asyncio.get_running_loop()
+                timer = loop.call_later(self._kernel_timeout, self._kill, calc.id, TIME_LIMIT)
+            started = time.perf_counter()
+            output = await slot.run(
+                kernel.run, calc.date_start, calc.date_fin, calc.lag, calc.seed, self._kernel_delay
+            )
         except Exception as exc:
-            duration = round(time.perf_counter() - started, 6)
-            log.exception("calculation %d failed", calc.id)
-            await asyncio.shield(db.mark_failed(self._conn, calc.id, describe(exc), duration))
+            duration = time.perf_counter() - started
+            await asyncio.shield(self._record_failure(calc, exc, duration))
         else:
-            duration = round(time.perf_counter() - started, 6)
-            await asyncio.shield(db.mark_done(self._conn, calc.id, result, duration))
-            log.info("calculation %d done in %.3f s", calc.id, duration)
+            duration = time.perf_counter() - started
+            if await asyncio.shield(db.mark_done(self._conn, calc, output, duration)):
+                log.info("calculation %d done in %.3f s", calc.id, duration, extra=ids(calc))
+                self._metrics.finished(Status.DONE, duration)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._computing.pop(calc.id, None)
+            self._stop_reasons.pop(calc.id, None)
+            self._free.append(slot)
+            self.finished(calc.id)
+            self.notify()
+
+    async def _record_failure(self, calc: Calculation, exc: Exception, duration: float) -> None:
+        reason = self._stop_reasons.get(calc.id)
+        if reason == SHUTDOWN:
+            if await db.requeue(self._conn, calc):
+                log.info(
+                    "calculation %d stopped by the shutdown, queued again", calc.id, extra=ids(calc)
+                )
+            return
+        if reason == CANCEL:
+            log.info("calculation %d cancelled while running", calc.id, extra=ids(calc))
+            return
+        if reason == TIME_LIMIT:
+            message = f"stopped after the time limit of {self._kernel_timeout:g} s"
+        elif isinstance(exc, KernelDied):
+            message = "the kernel process died while computing this run"
+        elif isinstance(exc, KernelStopped):  # pragma: no cover (every stop has a reason)
+            message = "the kernel process was stopped"
+        else:
+            log.error("calculation %d: the kernel raised", calc.id, exc_info=exc, extra=ids(calc))
+            message = f"{type(exc).__name__}: {exc}"
+        if await db.mark_failed(self._conn, calc, message, duration):
+            log.info("calculation %d failed: %s", calc.id, message, extra=ids(calc))
+            self._metrics.finished(Status.FAILED, duration)
 
 
-def describe(exc: Exception) -> str:
-    """The message a user reads on a failed run: what went wrong, without a traceback."""
-    if isinstance(exc, BrokenProcessPool):
-        return "the kernel process died while computing this run"
-    return f"{type(exc).__name__}: {exc}"
+def ids(calc: Calculation) -> dict[str, int]:
+    """What a log line about a run carries as fields of its own."""
+    return {"calc_id": calc.id}
 
 
 async def pool_context(app: web.Application) -> AsyncIterator[None]:
     pool = KernelPool(app[CONFIG].workers)
+    pool.start()
     app[POOL] = pool
     yield
-    # In a thread: shutting down waits for a running kernel, and the loop still has work.
-    await asyncio.to_thread(pool.shutdown)
+    pool.close()
 
 
 async def consumer_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     consumer = Consumer(
-        app[DB], app[POOL], kernel_delay=config.kernel_delay, poll_interval=config.poll_interval
+        app[DB],
+        app[POOL],
+        app[METRICS],
+        kernel_delay=config.kernel_delay,
+        kernel_timeout=config.kernel_timeout,
+        poll_interval=config.poll_interval,
     )
     app[CONSUMER] = consumer
     task = asyncio.create_task(consumer.run(), name="consumer")
+    app[CONSUMER_TASK] = task
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await consumer.drain(config.shutdown_grace)
+
+
+async def release_waiters(app: web.Application) -> None:
+    """On shutdown: answer requests waiting for runs now, instead of after their wait."""
+    if CONSUMER in app:
+        app[CONSUMER].wake_all()

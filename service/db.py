@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 from aiohttp import web
 
+import kernel
 from service.keys import CONFIG, DB
-from service.models import Calculation, Status
+from service.models import STOPPING, Calculation, Hop, Outcome, Peer, Status, Trace
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +28,24 @@ COLUMNS = (
     " created_at, started_at, finished_at, duration, error"
 )
 
+# One statement, so that the queue limit and the idempotency key are checked atomically with
+# the insert. Nothing is returned when the queue is full or the key is taken.
 INSERT_CALCULATION = f"""
-INSERT INTO calculations (name, date_start, date_fin, lag, seed, created_at)
-VALUES (:name, :date_start, :date_fin, :lag, :seed, :now)
+INSERT INTO calculations
+    (name, date_start, date_fin, lag, seed, created_at, idempotency_key, request_hash)
+SELECT :name, :date_start, :date_fin, :lag, :seed, :now, :key, :hash
+WHERE (SELECT count(*) FROM calculations WHERE status = 'queued') < :max_queued
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {COLUMNS}
 """
 
-GET_CALCULATION = "SELECT * FROM calculations WHERE id = :id"
+GET_BY_IDEMPOTENCY_KEY = f"""
+SELECT {COLUMNS}, request_hash FROM calculations WHERE idempotency_key = :key
+"""
+
+GET_CALCULATION = f"SELECT {COLUMNS}, result FROM calculations WHERE id = :id"
+
+GET_RESULT_CSV = "SELECT result_csv FROM calculations WHERE id = :id"
 
 CLAIM_NEXT = f"""
 UPDATE calculations
@@ -41,16 +54,42 @@ WHERE id = (SELECT id FROM calculations WHERE status = 'queued' ORDER BY id LIMI
 RETURNING {COLUMNS}
 """
 
-MARK_DONE = """
+# Writes for one attempt of a run apply only while that attempt is the current one: a run
+# cancelled, timed out or recovered after a restart is never written over.
+FENCE = "WHERE id = :id AND attempts = :attempt AND status = 'running'"
+
+MARK_DONE = f"""
 UPDATE calculations
-SET status = 'done', result = :result, duration = :duration, finished_at = :now, error = NULL
-WHERE id = :id AND status = 'running'
+SET status = 'done', result = :result, result_csv = :csv, duration = :duration,
+    finished_at = :now, error = NULL
+{FENCE}
 """
 
-MARK_FAILED = """
+MARK_FAILED = f"""
 UPDATE calculations
 SET status = 'failed', error = :error, duration = :duration, finished_at = :now
-WHERE id = :id AND status = 'running'
+{FENCE}
+"""
+
+# A shutdown is not the run's fault: the attempt it cut off does not count.
+REQUEUE = f"""
+UPDATE calculations SET status = 'queued', started_at = NULL, attempts = attempts - 1
+{FENCE}
+"""
+
+CANCEL = f"""
+UPDATE calculations SET status = 'cancelled', finished_at = :now
+WHERE id = :id AND status IN ('queued', 'running')
+RETURNING {COLUMNS}
+"""
+
+FAIL_EXHAUSTED = """
+UPDATE calculations
+SET status = 'failed', finished_at = :now,
+    error = 'the run was interrupted ' || attempts || ' times by a crash or kill of the'
+            || ' server; it is not started again (MAX_ATTEMPTS = ' || :max_attempts || ')'
+WHERE status = 'running' AND attempts >= :max_attempts
+RETURNING id
 """
 
 REQUEUE_RUNNING = """
@@ -76,13 +115,17 @@ COUNT_CALCULATIONS = {
     True: "SELECT count(*) FROM calculations WHERE status = :status",
 }
 
+COUNT_BY_STATUS = "SELECT status, count(*) FROM calculations GROUP BY status"
+
 
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 @asynccontextmanager
-async def connect(db_path: Path, schema_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+async def connect(
+    db_path: Path, schema_path: Path, max_attempts: int = 3
+) -> AsyncIterator[aiosqlite.Connection]:
     """An autocommit connection to a ready database: pragmas set, schema applied, runs recovered."""
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise RuntimeError(
@@ -92,6 +135,7 @@ async def connect(db_path: Path, schema_path: Path) -> AsyncIterator[aiosqlite.C
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
         conn.row_factory = aiosqlite.Row
         await prepare(conn, schema_path)
+        await recover(conn, max_attempts)
         yield conn
 
 
@@ -102,28 +146,64 @@ async def prepare(conn: aiosqlite.Connection, schema_path: Path) -> None:
     # or power cut can drop the last commits, and it never corrupts the file.
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.executescript(await asyncio.to_thread(schema_path.read_text))
-    requeued = await requeue_running(conn)
-    for calc_id in requeued:
-        log.warning("calculation %d was interrupted and is queued again", calc_id)
+
+
+async def recover(conn: aiosqlite.Connection, max_attempts: int) -> None:
+    """Runs left `running` by a process that is gone: failed once they have used up their
+    attempts (a run that kills the server must not do it forever), queued again otherwise."""
+    failed = await conn.execute_fetchall(
+        FAIL_EXHAUSTED, {"now": utcnow(), "max_attempts": max_attempts}
+    )
+    for row in failed:
+        log.warning(
+            "calculation %d failed: interrupted %d times",
+            row[0],
+            max_attempts,
+            extra={"calc_id": row[0]},
+        )
+    for calc_id in await requeue_running(conn):
+        log.warning(
+            "calculation %d queued again after an interruption",
+            calc_id,
+            extra={"calc_id": calc_id},
+        )
 
 
 async def insert_calculation(
-    conn: aiosqlite.Connection, *, name: str, date_start: date, date_fin: date, lag: int, seed: int
-) -> Calculation:
-    rows = list(
-        await conn.execute_fetchall(
-            INSERT_CALCULATION,
-            {
-                "name": name,
-                "date_start": date_start.isoformat(),
-                "date_fin": date_fin.isoformat(),
-                "lag": lag,
-                "seed": seed,
-                "now": utcnow(),
-            },
-        )
-    )
-    return Calculation.from_row(rows[0])
+    conn: aiosqlite.Connection,
+    *,
+    name: str,
+    date_start: date,
+    date_fin: date,
+    lag: int,
+    seed: int,
+    max_queued: int = 2**62,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Calculation | None:
+    """The new queued run; None if the queue is full or the idempotency key is taken."""
+    params = {
+        "name": name,
+        "date_start": date_start.isoformat(),
+        "date_fin": date_fin.isoformat(),
+        "lag": lag,
+        "seed": seed,
+        "now": utcnow(),
+        "max_queued": max_queued,
+        "key": idempotency_key,
+        "hash": request_hash,
+    }
+    rows = list(await conn.execute_fetchall(INSERT_CALCULATION, params))
+    return Calculation.from_row(rows[0]) if rows else None
+
+
+async def get_by_idempotency_key(
+    conn: aiosqlite.Connection, key: str
+) -> tuple[Calculation, str] | None:
+    """The run created with this key, and the hash of the request that created it."""
+    async with conn.execute(GET_BY_IDEMPOTENCY_KEY, {"key": key}) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else (Calculation.from_row(row), row["request_hash"])
 
 
 async def get_calculation(conn: aiosqlite.Connection, calc_id: int) -> Calculation | None:
@@ -132,27 +212,61 @@ async def get_calculation(conn: aiosqlite.Connection, calc_id: int) -> Calculati
     return None if row is None else Calculation.from_row(row)
 
 
+async def get_result_csv(conn: aiosqlite.Connection, calc_id: int) -> str | None:
+    """The stored CSV of a done calculation; None if there is none (yet)."""
+    async with conn.execute(GET_RESULT_CSV, {"id": calc_id}) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else row[0]
+
+
 async def claim_next(conn: aiosqlite.Connection) -> Calculation | None:
     rows = list(await conn.execute_fetchall(CLAIM_NEXT, {"now": utcnow()}))
     return Calculation.from_row(rows[0]) if rows else None
 
 
-async def mark_done(
-    conn: aiosqlite.Connection, calc_id: int, result_json: str, duration: float
-) -> bool:
-    """Store the result of a running calculation; False if it was no longer running."""
-    params = {"id": calc_id, "result": result_json, "duration": duration, "now": utcnow()}
-    async with conn.execute(MARK_DONE, params) as cursor:
+async def _fenced(conn: aiosqlite.Connection, sql: str, params: dict[str, Any]) -> bool:
+    async with conn.execute(sql, params) as cursor:
         return cursor.rowcount == 1
+
+
+async def mark_done(
+    conn: aiosqlite.Connection, calc: Calculation, output: kernel.Output, duration: float
+) -> bool:
+    """Store the result of this attempt; False if the attempt is no longer the current one."""
+    params = {
+        "id": calc.id,
+        "attempt": calc.attempts,
+        "result": output.json,
+        "csv": output.csv,
+        "duration": round(duration, 6),
+        "now": utcnow(),
+    }
+    return await _fenced(conn, MARK_DONE, params)
 
 
 async def mark_failed(
-    conn: aiosqlite.Connection, calc_id: int, error: str, duration: float | None
+    conn: aiosqlite.Connection, calc: Calculation, error: str, duration: float | None
 ) -> bool:
-    """Record why a running calculation failed; False if it was no longer running."""
-    params = {"id": calc_id, "error": error, "duration": duration, "now": utcnow()}
-    async with conn.execute(MARK_FAILED, params) as cursor:
-        return cursor.rowcount == 1
+    """Record why this attempt failed; False if the attempt is no longer the current one."""
+    params = {
+        "id": calc.id,
+        "attempt": calc.attempts,
+        "error": error,
+        "duration": None if duration is None else round(duration, 6),
+        "now": utcnow(),
+    }
+    return await _fenced(conn, MARK_FAILED, params)
+
+
+async def requeue(conn: aiosqlite.Connection, calc: Calculation) -> bool:
+    """Put this attempt's run back in the queue, the attempt not counted."""
+    return await _fenced(conn, REQUEUE, {"id": calc.id, "attempt": calc.attempts})
+
+
+async def cancel(conn: aiosqlite.Connection, calc_id: int) -> Calculation | None:
+    """Cancel a queued or running run; None if there is no such run still going."""
+    rows = list(await conn.execute_fetchall(CANCEL, {"id": calc_id, "now": utcnow()}))
+    return Calculation.from_row(rows[0]) if rows else None
 
 
 async def requeue_running(conn: aiosqlite.Connection) -> list[int]:
@@ -180,8 +294,145 @@ async def count_calculations(conn: aiosqlite.Connection, *, status: Status | Non
     return int(rows[0][0])
 
 
+async def count_by_status(conn: aiosqlite.Connection) -> dict[Status, int]:
+    """How many runs are in each status, every status present."""
+    counts = dict.fromkeys(Status, 0)
+    for row in await conn.execute_fetchall(COUNT_BY_STATUS):
+        counts[Status(row[0])] = row[1]
+    return counts
+
+
 async def db_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    async with connect(config.db_path, config.schema_path) as conn:
+    async with connect(config.db_path, config.schema_path, config.max_attempts) as conn:
         app[DB] = conn
         yield
+
+
+# Ping-pong hops.
+
+HOP_COLUMNS = (
+    "trace_id, hop, service, outcome, http_status, partner_status, detail,"
+    " received_at, finished_at, payload"
+)
+
+ADD_TRACE = """
+INSERT INTO pingpong_traces (trace_id, created_at) VALUES (:trace_id, :now)
+ON CONFLICT (trace_id) DO NOTHING
+"""
+
+# A replayed hop (same trace and number) inserts nothing and returns no row.
+INSERT_HOP = f"""
+INSERT INTO pingpong_hops
+    (trace_id, hop, service, outcome, http_status, detail, received_at, finished_at, payload)
+VALUES
+    (:trace_id, :hop, :service, :outcome, :http_status, :detail, :now,
+     CASE WHEN :outcome IS NULL THEN NULL ELSE :now END, :payload)
+ON CONFLICT (trace_id, hop) DO NOTHING
+RETURNING {HOP_COLUMNS}
+"""
+
+FINISH_HOP = f"""
+UPDATE pingpong_hops
+SET outcome = :outcome, partner_status = :partner_status, detail = :detail, finished_at = :now
+WHERE trace_id = :trace_id AND hop = :hop AND outcome IS NULL
+RETURNING {HOP_COLUMNS}
+"""
+
+LIST_HOPS = f"SELECT {HOP_COLUMNS} FROM pingpong_hops WHERE trace_id = :trace_id ORDER BY hop"
+
+# Stopped: a hop ended the pipeline, or the partner refused a forward (its own row for that
+# refusal is in its database, which is this one when both services share the file).
+_STOPPING_SQL = ", ".join(f"'{outcome}'" for outcome in sorted(STOPPING))
+TRACE_COLUMNS = f"""
+t.trace_id, t.created_at,
+(SELECT count(*) FROM pingpong_hops h WHERE h.trace_id = t.trace_id) AS hops,
+EXISTS (SELECT 1 FROM pingpong_hops h WHERE h.trace_id = t.trace_id
+        AND (h.outcome IN ({_STOPPING_SQL}) OR h.partner_status = 400)) AS stopped
+"""
+
+GET_TRACE = f"SELECT {TRACE_COLUMNS} FROM pingpong_traces t WHERE t.trace_id = :trace_id"
+
+LIST_TRACES = f"""
+SELECT {TRACE_COLUMNS} FROM pingpong_traces t
+ORDER BY t.created_at DESC, t.id DESC
+LIMIT :limit OFFSET :offset
+"""
+
+COUNT_TRACES = "SELECT count(*) FROM pingpong_traces"
+
+
+async def add_trace(conn: aiosqlite.Connection, trace_id: str) -> bool:
+    """Record a trace the first time one of its hops arrives; False if it was known."""
+    async with conn.execute(ADD_TRACE, {"trace_id": trace_id, "now": utcnow()}) as cursor:
+        return cursor.rowcount == 1
+
+
+async def insert_hop(
+    conn: aiosqlite.Connection,
+    *,
+    trace_id: str,
+    hop: int,
+    service: Peer,
+    outcome: Outcome | None,
+    http_status: int,
+    detail: str | None,
+    payload_json: str,
+) -> Hop | None:
+    """Record a hop as it arrives; None if this trace already has a hop with that number."""
+    params = {
+        "trace_id": trace_id,
+        "hop": hop,
+        "service": service,
+        "outcome": outcome,
+        "http_status": http_status,
+        "detail": detail,
+        "payload": payload_json,
+        "now": utcnow(),
+    }
+    rows = list(await conn.execute_fetchall(INSERT_HOP, params))
+    return Hop.from_row(rows[0]) if rows else None
+
+
+async def finish_hop(
+    conn: aiosqlite.Connection,
+    *,
+    trace_id: str,
+    hop: int,
+    outcome: Outcome,
+    partner_status: int | None,
+    detail: str,
+) -> Hop | None:
+    """Record how a forwarded hop ended; None if it had ended already."""
+    params = {
+        "trace_id": trace_id,
+        "hop": hop,
+        "outcome": outcome,
+        "partner_status": partner_status,
+        "detail": detail,
+        "now": utcnow(),
+    }
+    rows = list(await conn.execute_fetchall(FINISH_HOP, params))
+    return Hop.from_row(rows[0]) if rows else None
+
+
+async def list_hops(conn: aiosqlite.Connection, trace_id: str) -> list[Hop]:
+    rows = await conn.execute_fetchall(LIST_HOPS, {"trace_id": trace_id})
+    return [Hop.from_row(row) for row in rows]
+
+
+async def get_trace(conn: aiosqlite.Connection, trace_id: str) -> Trace | None:
+    async with conn.execute(GET_TRACE, {"trace_id": trace_id}) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else Trace.from_row(row)
+
+
+async def list_traces(conn: aiosqlite.Connection, *, limit: int, offset: int) -> list[Trace]:
+    """Traces newest first."""
+    rows = await conn.execute_fetchall(LIST_TRACES, {"limit": limit, "offset": offset})
+    return [Trace.from_row(row) for row in rows]
+
+
+async def count_traces(conn: aiosqlite.Connection) -> int:
+    rows = list(await conn.execute_fetchall(COUNT_TRACES))
+    return int(rows[0][0])

@@ -3,7 +3,11 @@
 ApiError
 ├── BadRequest          400  body is not a JSON object
 ├── InvalidRequest      422  fields refused, with the reasons per field
-└── CalculationNotFound 404
+├── Unauthorized        401  no valid bearer token (when API_TOKEN is set)
+├── CalculationNotFound 404
+├── ResultNotReady      409  the run has no result (not done)
+├── Conflict            409  the run has ended / the idempotency key was used otherwise
+└── QueueFull           429  MAX_QUEUED runs are waiting; Retry-After says when to retry
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    429: "too_many_requests",
     415: "unsupported_media_type",
 }
 
@@ -48,9 +53,25 @@ class InvalidRequest(ApiError):
     code = "invalid_request"
 
 
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
 class CalculationNotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class QueueFull(ApiError):
+    status = 429
+    code = "queue_full"
+    retry_after = 5  # seconds: long enough for a busy queue to move, short enough to feel live
 
 
 def error_body(code: str, message: str, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -71,7 +92,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.fields)
+        response = error_response(exc.status, exc.code, exc.message, exc.fields)
+        if isinstance(exc, QueueFull):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -90,8 +116,15 @@ def on_validation_error(error: ValidationError, *args: Any, **kwargs: Any) -> No
     messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
     fields = {str(k): v for k, v in messages.items()}
     # webargs files querystring errors under "querystring"; the fields inside are what users sent.
-    for location in ("json", "querystring"):
+    for location in ("json", "querystring", "headers"):
         nested = fields.pop(location, None)
         if isinstance(nested, dict):
             fields.update(nested)
     raise InvalidRequest("some fields are invalid", fields)
+
+
+class ResultNotReady(ApiError):
+    """The run exists but has no result to serve: it is not done."""
+
+    status = 409
+    code = "no_result"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import aiosqlite
@@ -10,9 +11,15 @@ from aiohttp import web
 from service.config import Config
 
 if TYPE_CHECKING:
-    from service.consumer import Consumer, KernelPool
+    from service.consumer import Consumer
+    from service.metrics import Metrics
+    from service.pingpong.pipeline import Pipeline
+    from service.pool import KernelPool
 
 CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", aiosqlite.Connection)
 POOL: web.AppKey[KernelPool] = web.AppKey("pool")
 CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+CONSUMER_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("consumer_task")
+PINGPONG: web.AppKey[Pipeline] = web.AppKey("pingpong")

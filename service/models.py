@@ -13,9 +13,10 @@ class Status(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-TERMINAL = frozenset({Status.DONE, Status.FAILED})
+TERMINAL = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
 
 
 class Row(Protocol):
@@ -71,4 +72,85 @@ class Calculation:
             duration=row["duration"],
             error=row["error"],
             result_json=row["result"] if "result" in row.keys() else None,  # noqa: SIM118 (Row iterates values)
+        )
+
+
+class Peer(enum.StrEnum):
+    """The two services of the ping-pong pipeline."""
+
+    A = "a"
+    B = "b"
+
+    @property
+    def partner(self) -> Peer:
+        return Peer.B if self is Peer.A else Peer.A
+
+
+class Outcome(enum.StrEnum):
+    """How one ping-pong hop ended; a hop has none while its forward is in flight."""
+
+    FORWARDED = "forwarded"
+    REFUSED = "refused"
+    INVALID = "invalid"
+    PARTNER_UNREACHABLE = "partner_unreachable"
+    PARTNER_ERROR = "partner_error"
+    MAX_HOPS = "max_hops"
+    INTERRUPTED = "interrupted"
+
+
+STOPPING = frozenset(Outcome) - {Outcome.FORWARDED}
+
+
+class TraceStatus(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    trace_id: str
+    hop: int
+    service: Peer
+    outcome: Outcome | None
+    http_status: int  # what this service answered the sender
+    partner_status: int | None  # what the partner answered the forward
+    detail: str | None
+    received_at: datetime
+    finished_at: datetime | None
+    payload_json: str  # the payload as received, JSON text
+
+    @classmethod
+    def from_row(cls, row: Row) -> Hop:
+        received_at = _timestamp(row["received_at"])
+        assert received_at is not None
+        return cls(
+            trace_id=row["trace_id"],
+            hop=row["hop"],
+            service=Peer(row["service"]),
+            outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
+            http_status=row["http_status"],
+            partner_status=row["partner_status"],
+            detail=row["detail"],
+            received_at=received_at,
+            finished_at=_timestamp(row["finished_at"]),
+            payload_json=row["payload"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    trace_id: str
+    created_at: datetime
+    hops: int
+    status: TraceStatus
+
+    @classmethod
+    def from_row(cls, row: Row) -> Trace:
+        created_at = _timestamp(row["created_at"])
+        assert created_at is not None
+        return cls(
+            trace_id=row["trace_id"],
+            created_at=created_at,
+            hops=row["hops"],
+            status=TraceStatus.STOPPED if row["stopped"] else TraceStatus.RUNNING,
         )

@@ -27,6 +27,8 @@ class RequestParser(AIOHTTPParser):
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadRequest(f"{NOT_AN_OBJECT}: {exc}") from None
+        except RecursionError:
+            raise BadRequest(f"{NOT_AN_OBJECT}: it is nested too deeply") from None
         if not isinstance(data, dict):
             raise BadRequest(f"{NOT_AN_OBJECT}, got {type(data).__name__}")
         return data

@@ -6,7 +6,15 @@ import re
 from datetime import date
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from service.models import Status
 
@@ -14,8 +22,10 @@ ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_LAG = (date.max - date.min).days + 1  # a lag longer than the calendar means one point anyway
 MAX_SEED = 2**53 - 1  # the largest integer a JavaScript client reads back exactly
 MAX_NAME = 200
+MAX_PAGE = 10**9  # keeps the offset within SQLite's INTEGER
 OPTIONAL_FIELDS = (
     "name", "duration", "date_start", "date_fin", "lag", "seed", "started_at", "finished_at",
+    "attempts",
 )  # fmt: skip
 
 
@@ -122,6 +132,7 @@ class CalculationOut(Schema):
     seed = fields.Integer()
     started_at = fields.AwareDateTime(allow_none=True)
     finished_at = fields.AwareDateTime(allow_none=True)
+    attempts = fields.Integer(metadata={"description": "How many times the run was started."})
     result = fields.List(
         fields.Nested(ResultRow),
         allow_none=True,
@@ -130,7 +141,26 @@ class CalculationOut(Schema):
     )
 
 
+class CreateHeaders(Schema):
+    class Meta:
+        unknown = EXCLUDE  # every other header is none of our business
+
+    key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Regexp(
+            r"^[\x21-\x7e]{1,255}$", error="Use 1 to 255 printable ASCII characters, no spaces."
+        ),
+        metadata={
+            "description": "Retrying with the same key and body returns the first run (200)."
+        },
+    )
+
+
 class CalculationQuery(Schema):
+    wait = fields.Float(
+        validate=validate.Range(min=0, max=60, min_inclusive=False),
+        metadata={"description": "Seconds (0 < S <= 60) to wait for the run to end."},
+    )
     fields_ = FieldNames(
         data_key="fields",
         load_default=(),
@@ -146,7 +176,7 @@ class CalculationSummary(Schema):
 
 
 class ListQuery(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     per_page = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
     order = fields.String(
         load_default="desc",
@@ -162,6 +192,14 @@ class CalculationPage(Schema):
     per_page = fields.Integer(required=True)
     total = fields.Integer(required=True)
     pages = fields.Integer(required=True)
+
+
+class Health(Schema):
+    status = fields.String(required=True, metadata={"example": "ok"})
+    database = fields.String(required=True, metadata={"example": "ok"})
+    consumer = fields.String(required=True, metadata={"example": "ok"})
+    queued = fields.Integer(metadata={"description": "Runs waiting."})
+    running = fields.Integer(metadata={"description": "Runs computing."})
 
 
 class ErrorDetail(Schema):

@@ -32,6 +32,7 @@ def config(tmp_path: Path) -> Config:
         workers=1,
         kernel_delay=0.0,
         poll_interval=0.05,
+        shutdown_grace=0.5,  # tests that leave a long kernel running end quickly
     )
 
 

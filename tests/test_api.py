@@ -167,7 +167,8 @@ async def test_max_points_is_the_limit_of_rows(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"", b"not json", b"[1, 2]", b'"text"', b"null", b"\xff\xfe", b'{"date_start": ']
+    "raw",
+    [b"", b"not json", b"[1, 2]", b'"text"', b"null", b"\xff\xfe", b'{"date_start": ', b"[" * 50_000],
 )
 async def test_body_that_is_not_a_json_object_gets_400(client: Client, raw: bytes) -> None:
     resp = await client.post(

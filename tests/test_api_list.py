@@ -108,6 +108,7 @@ async def test_per_page_of_100_is_allowed(client: Client, conn: aiosqlite.Connec
         ("page=-1", "page"),
         ("page=abc", "page"),
         ("page=1.5", "page"),
+        ("page=100000000000000000000", "page"),
         ("per_page=0", "per_page"),
         ("per_page=101", "per_page"),
         ("order=up", "order"),

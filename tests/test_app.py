@@ -64,7 +64,7 @@ async def test_run_killed_mid_computation_completes_after_restart(
         await wait_until_up(base)
         body = await wait_for_status(session, base + location + "?fields=duration", {"done"})
         assert len(body["result"]) == 5
-    assert "queued again" in (tmp_path / "server.log").read_text()
+    assert "calculation 1 queued again" in (tmp_path / "server.log").read_text()
 
 
 def test_help_lists_every_setting() -> None:

@@ -13,7 +13,9 @@ import pytest
 import kernel
 from service import db
 from service.config import Config
-from service.consumer import Consumer, KernelPool
+from service.consumer import Consumer
+from service.metrics import Metrics
+from service.pool import KernelDied, KernelPool
 from service.models import Status
 
 DAY = date(2024, 1, 1)
@@ -22,13 +24,14 @@ DAY = date(2024, 1, 1)
 @pytest.fixture
 async def pool() -> AsyncIterator[KernelPool]:
     kernel_pool = KernelPool(workers=1)
+    kernel_pool.start()
     yield kernel_pool
-    kernel_pool.shutdown()
+    kernel_pool.close()
 
 
 @pytest.fixture
 def consumer(conn: aiosqlite.Connection, pool: KernelPool) -> Consumer:
-    return Consumer(conn, pool, kernel_delay=0.0, poll_interval=0.05)
+    return Consumer(conn, pool, Metrics(), poll_interval=0.05)
 
 
 async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int:
@@ -64,7 +67,7 @@ async def test_done_row_holds_the_kernel_result_and_timings(
     calc = await db.get_calculation(conn, calc_id)
     assert calc is not None
     assert calc.status is Status.DONE
-    assert calc.result_json == kernel.result_json(DAY, date(2024, 1, 31), 2, 1)
+    assert calc.result_json == kernel.run(DAY, date(2024, 1, 31), 2, 1).json
     assert calc.attempts == 1
     assert calc.duration is not None
     assert calc.started_at is not None
@@ -88,17 +91,15 @@ async def test_kernel_error_fails_the_run_and_the_next_one_runs(
     assert done.status is Status.DONE
 
 
-async def test_dead_kernel_process_fails_its_run_and_the_pool_is_replaced(
-    consumer: Consumer, pool: KernelPool, conn: aiosqlite.Connection
-) -> None:
-    # os.kill in the worker stands for a kernel killed by the OOM killer.
-    with pytest.raises(Exception, match="terminated abruptly"):
-        await pool.run(os.kill, await pool.run(os.getpid), signal.SIGKILL)
-    calc_id = await insert(conn)
-    await consumer.run_once()
-    calc = await db.get_calculation(conn, calc_id)
-    assert calc is not None
-    assert calc.status is Status.DONE
+async def test_dead_kernel_process_is_replaced(pool: KernelPool) -> None:
+    (slot,) = pool.slots
+    pid = await slot.run(os.getpid)
+    # A kernel killed from outside, as the OOM killer would.
+    with pytest.raises(KernelDied):
+        await slot.run(os.kill, pid, signal.SIGKILL)
+    new_pid = await slot.run(os.getpid)
+    assert new_pid != pid
+    assert await slot.run(abs, -3) == 3
 
 
 async def test_interrupted_runs_are_queued_again_on_start(config: Config) -> None:
@@ -121,12 +122,50 @@ async def test_interrupted_runs_are_queued_again_on_start(config: Config) -> Non
         assert second > first
 
 
-async def test_a_result_is_not_written_to_a_run_that_is_no_longer_running(
+async def test_only_the_current_attempt_may_write_its_outcome(
     conn: aiosqlite.Connection,
 ) -> None:
     calc_id = await insert(conn)
-    assert await db.mark_done(conn, calc_id, "[]", 0.1) is False
-    assert await db.mark_failed(conn, calc_id, "boom", None) is False
+    first = await db.claim_next(conn)
+    assert first is not None
+    # The run was recovered after a crash and claimed again: the first attempt is stale.
+    await db.requeue_running(conn)
+    second = await db.claim_next(conn)
+    assert second is not None
+    assert second.attempts == first.attempts + 1
+    assert await db.mark_done(conn, first, kernel.Output("[1]", ""), 0.1) is False
+    assert await db.mark_failed(conn, first, "stale", None) is False
+    assert await db.mark_done(conn, second, kernel.Output("[2]", ""), 0.1) is True
+    assert await db.mark_failed(conn, second, "late", None) is False
     calc = await db.get_calculation(conn, calc_id)
     assert calc is not None
-    assert calc.status is Status.QUEUED
+    assert calc.status is Status.DONE
+    assert calc.result_json == "[2]"
+
+
+async def test_a_cancelled_run_is_not_written_over(conn: aiosqlite.Connection) -> None:
+    calc_id = await insert(conn)
+    claimed = await db.claim_next(conn)
+    assert claimed is not None
+    assert await db.cancel(conn, calc_id) is not None
+    assert await db.mark_done(conn, claimed, kernel.Output("[]", ""), 0.1) is False
+    assert await db.cancel(conn, calc_id) is None
+    calc = await db.get_calculation(conn, calc_id)
+    assert calc is not None
+    assert calc.status is Status.CANCELLED
+
+
+async def test_runs_interrupted_max_attempts_times_are_failed_on_start(config: Config) -> None:
+    async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
+        calc_id = await insert(conn)
+        await db.claim_next(conn)
+    for _ in range(2):  # the second start requeues; the one after fails it
+        async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
+            await db.claim_next(conn)
+    async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
+        calc = await db.get_calculation(conn, calc_id)
+    assert calc is not None
+    assert calc.status is Status.FAILED
+    assert calc.attempts == 2
+    assert calc.error is not None
+    assert calc.error.startswith("the run was interrupted 2 times")

@@ -21,9 +21,9 @@ def test_columns_and_dates_follow_the_lag_up_to_and_including_date_fin() -> None
 
 def test_same_seed_same_table_other_seed_other_table() -> None:
     args = (date(2020, 1, 1), date(2020, 12, 31), 3)
-    first = kernel.result_json(*args, seed=42)
-    assert kernel.result_json(*args, seed=42) == first
-    assert kernel.result_json(*args, seed=43) != first
+    first = kernel.run(*args, seed=42).json
+    assert kernel.run(*args, seed=42).json == first
+    assert kernel.run(*args, seed=43).json != first
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -47,20 +47,20 @@ def test_reference_model_holds(seed: int) -> None:
 
 
 def test_whole_calendar_works_beyond_pandas_nanosecond_range() -> None:
-    records = json.loads(kernel.result_json(date(1, 1, 1), date(9999, 12, 31), 36500, seed=3))
+    records = json.loads(kernel.run(date(1, 1, 1), date(9999, 12, 31), 36500, seed=3).json)
     assert records[0]["date"] == "0001-01-01"
     assert records[-1]["date"] == "9994-05-13"
-    last = json.loads(kernel.result_json(date(9999, 12, 30), date(9999, 12, 31), 1, seed=3))
+    last = json.loads(kernel.run(date(9999, 12, 30), date(9999, 12, 31), 1, seed=3).json)
     assert [r["date"] for r in last] == ["9999-12-30", "9999-12-31"]
 
 
 def test_single_point_when_lag_exceeds_the_period() -> None:
-    records = json.loads(kernel.result_json(date(2024, 5, 1), date(2024, 5, 3), 30, seed=0))
+    records = json.loads(kernel.run(date(2024, 5, 1), date(2024, 5, 3), 30, seed=0).json)
     assert [r["date"] for r in records] == ["2024-05-01"]
 
 
 def test_json_is_strict_dates_are_plain_and_values_are_numbers() -> None:
-    text = kernel.result_json(date(1999, 12, 25), date(2000, 1, 10), 2, seed=9)
+    text = kernel.run(date(1999, 12, 25), date(2000, 1, 10), 2, seed=9).json
     # A strict parser: NaN and Infinity are not JSON.
     records = json.loads(text, parse_constant=pytest.fail)
     assert [r["date"] for r in records][:3] == ["1999-12-25", "1999-12-27", "1999-12-29"]
@@ -99,3 +99,28 @@ def test_bad_arguments_raise_a_readable_value_error(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         kernel.calculate(start, fin, lag, seed=0)
+
+
+def test_csv_has_the_same_rows_as_the_json() -> None:
+    output = kernel.run(date(2024, 1, 1), date(2024, 3, 1), 10, seed=5)
+    lines = output.csv.splitlines()
+    assert lines[0] == "date,liquid,oil,water,wct"
+    records = json.loads(output.json)
+    assert len(lines) == len(records) + 1
+    for line, record in zip(lines[1:], records, strict=True):
+        day, *numbers = line.split(",")
+        assert day == record["date"]
+        assert [float(n) for n in numbers] == [record[c] for c in kernel.COLUMNS[1:]]
+
+
+def test_csv_leaves_wct_empty_where_liquid_is_zero() -> None:
+    frame = pd.DataFrame(
+        {
+            "date": np.array(["2024-01-01"], "datetime64[s]"),
+            "liquid": [0.0],
+            "oil": [0.0],
+            "water": [0.0],
+            "wct": [np.nan],
+        }
+    )
+    assert kernel.to_csv(frame) == "date,liquid,oil,water,wct\r\n2024-01-01,0.0,0.0,0.0,\r\n"

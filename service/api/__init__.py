@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import calculations
+from service.api import calculations, ops, pages, results
 
 
 def setup_routes(app: web.Application) -> None:
@@ -16,3 +16,16 @@ def setup_routes(app: web.Application) -> None:
         calculations.get_calculation,
         name="calculation",
     )
+    app.router.add_post(
+        r"/api/v1/calculations/{calc_id:\d{1,18}}/cancel", calculations.cancel_calculation
+    )
+    app.router.add_get(
+        r"/api/v1/calculations/{calc_id:\d{1,18}}/result.csv",
+        results.get_result_csv,
+        name="result_csv",
+    )
+    app.router.add_get("/health", ops.health)
+    app.router.add_get("/metrics", ops.metrics)
+    app.router.add_get("/", pages.index, name="index")
+    # One flat folder: a name never holds a slash, so it cannot leave it.
+    app.router.add_get(r"/static/{name:[A-Za-z0-9_-][A-Za-z0-9_.-]*}", pages.static_file)

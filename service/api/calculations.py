@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
+import logging
 import math
 import secrets
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apigami import docs, json_schema, querystring_schema, response_schema
+from aiohttp_apigami import (
+    docs,
+    headers_schema,
+    json_schema,
+    querystring_schema,
+    response_schema,
+)
 
 from service import db
-from service.errors import CalculationNotFound, InvalidRequest
-from service.keys import CONFIG, CONSUMER, DB
-from service.models import Calculation, Status, point_count
+from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull
+from service.keys import CONFIG, CONSUMER, DB, METRICS
+from service.models import TERMINAL, Calculation, Status, point_count
 from service.schemas import (
     MAX_SEED,
     CalculationCreated,
@@ -22,46 +32,89 @@ from service.schemas import (
     CalculationQuery,
     CalculationRequest,
     CalculationSummary,
+    CreateHeaders,
     ErrorOut,
     ListQuery,
 )
 
-ERRORS = {
-    400: {"schema": ErrorOut, "description": "The body is not a JSON object."},
-    422: {
-        "schema": ErrorOut,
-        "description": "Some fields are invalid; `fields` says which and why.",
-    },
+log = logging.getLogger(__name__)
+
+
+def error(description: str) -> dict[str, Any]:
+    return {"schema": ErrorOut, "description": description}
+
+
+INVALID = {422: error("Some fields are invalid; `fields` says which and why.")}
+NOT_FOUND = {404: error("No calculation has this id.")}
+CREATE_ERRORS = {
+    400: error("The body is not a JSON object."),
+    409: error("The Idempotency-Key was used before with another body; nothing was written."),
+    **INVALID,
+    429: error("MAX_QUEUED runs are waiting; retry after `Retry-After` seconds."),
 }
-NOT_FOUND = {404: {"schema": ErrorOut, "description": "No calculation has this id."}}
 
 
-@docs(tags=["calculations"], summary="Queue a calculation", responses=ERRORS)
+@docs(tags=["calculations"], summary="Queue a calculation", responses=CREATE_ERRORS)
+@headers_schema(CreateHeaders)
 @json_schema(CalculationRequest)
 @response_schema(CalculationCreated, 201, description="Queued; `Location` is its URL.")
+@response_schema(CalculationCreated, 200, description="Created before with this Idempotency-Key.")
 async def create_calculation(request: web.Request) -> web.Response:
-    params = request["json"]
+    params, key = request["json"], request["headers"].get("key")
+    config, conn = request.app[CONFIG], request.app[DB]
     points = point_count(params["date_start"], params["date_fin"], params["lag"])
-    max_points = request.app[CONFIG].max_points
-    if points > max_points:
-        raise InvalidRequest(
-            "some fields are invalid",
-            {"lag": [f"The result would have {points} rows; the limit is {max_points}."]},
-        )
+    if points > config.max_points:
+        message = f"The result would have {points} rows; the limit is {config.max_points}."
+        raise InvalidRequest("some fields are invalid", {"lag": [message]})
+    # Hashed as sent, before a seed is drawn, so that a retry of the same body matches.
+    request_hash = None if key is None else body_hash(await request.read())
     params.setdefault("seed", secrets.randbelow(MAX_SEED + 1))
-    calc = await db.insert_calculation(request.app[DB], **params)
+    calc = await db.insert_calculation(
+        conn,
+        **params,
+        max_queued=config.max_queued,
+        idempotency_key=key,
+        request_hash=request_hash,
+    )
+    if calc is None:
+        return await replay_or_refuse(request, key, request_hash)
+    log.info("calculation %d queued", calc.id, extra={"calc_id": calc.id})
+    request.app[METRICS].runs_created.inc()
     request.app[CONSUMER].notify()
-    location = str(request.app.router["calculation"].url_for(calc_id=str(calc.id)))
+    return created_response(request, calc, 201)
+
+
+def body_hash(body: bytes) -> str:
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def replay_or_refuse(
+    request: web.Request, key: str | None, request_hash: str | None
+) -> web.Response:
+    """Nothing was inserted: the key was used before, or the queue is full."""
+    if key is not None:
+        found = await db.get_by_idempotency_key(request.app[DB], key)
+        if found is not None:
+            calc, first_hash = found
+            if first_hash != request_hash:
+                raise Conflict(
+                    f"Idempotency-Key {key!r} was used for calculation {calc.id} with another"
+                    " body; nothing was written"
+                )
+            return created_response(request, calc, 200)
+    limit = request.app[CONFIG].max_queued
+    raise QueueFull(f"{limit} calculations are already queued; retry later")
+
+
+def created_response(request: web.Request, calc: Calculation, status: int) -> web.Response:
+    location = request.app.router["calculation"].url_for(calc_id=str(calc.id))
     return web.json_response(
-        CalculationCreated().dump(calc), status=201, headers={"Location": location}
+        CalculationCreated().dump(calc), status=status, headers={"Location": str(location)}
     )
 
 
-@docs(
-    tags=["calculations"],
-    summary="List calculations by launch date",
-    responses={422: ERRORS[422]},
-)
+@docs(tags=["calculations"], summary="List calculations by launch date", responses=INVALID)
 @querystring_schema(ListQuery)
 @response_schema(CalculationPage, 200)
 async def list_calculations(request: web.Request) -> web.Response:
@@ -88,16 +141,57 @@ async def list_calculations(request: web.Request) -> web.Response:
 @docs(
     tags=["calculations"],
     summary="One calculation, with its result once done",
-    responses={**NOT_FOUND, 422: ERRORS[422]},
+    description="With `wait=S`, the answer comes when the run ends or after S seconds.",
+    responses={**NOT_FOUND, **INVALID},
 )
 @querystring_schema(CalculationQuery)
 @response_schema(CalculationOut, 200)
 async def get_calculation(request: web.Request) -> web.Response:
     calc_id = int(request.match_info["calc_id"])
-    calc = await db.get_calculation(request.app[DB], calc_id)
+    query = request["querystring"]
+    wait = query.get("wait")
+    if wait is None:
+        calc = await db.get_calculation(request.app[DB], calc_id)
+    else:
+        calc = await get_when_ended(request.app, calc_id, wait)
     if calc is None:
         raise CalculationNotFound(f"calculation {calc_id} does not exist")
-    return calculation_response(calc, request["querystring"]["fields_"])
+    return calculation_response(calc, query["fields_"])
+
+
+async def get_when_ended(app: web.Application, calc_id: int, wait: float) -> Calculation | None:
+    """The run once it has ended, or as it is after `wait` seconds. No polling: the consumer
+    wakes the waiters of a run when it ends."""
+    with app[CONSUMER].watch(calc_id) as ended:
+        calc = await db.get_calculation(app[DB], calc_id)
+        if calc is None or calc.status in TERMINAL:
+            return calc
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), wait)
+    return await db.get_calculation(app[DB], calc_id)
+
+
+@docs(
+    tags=["calculations"],
+    summary="Cancel a queued or running calculation",
+    description="A running kernel process is ended, and replaced by a fresh one.",
+    responses={**NOT_FOUND, 409: error("The run has already ended.")},
+)
+@response_schema(CalculationOut, 200, description="Cancelled.")
+async def cancel_calculation(request: web.Request) -> web.Response:
+    calc_id = int(request.match_info["calc_id"])
+    conn, consumer = request.app[DB], request.app[CONSUMER]
+    calc = await db.cancel(conn, calc_id)
+    if calc is None:
+        existing = await db.get_calculation(conn, calc_id)
+        if existing is None:
+            raise CalculationNotFound(f"calculation {calc_id} does not exist")
+        raise Conflict(f"calculation {calc_id} is already {existing.status}")
+    consumer.stop(calc_id)
+    consumer.finished(calc_id)
+    request.app[METRICS].finished(Status.CANCELLED)
+    log.info("calculation %d cancelled", calc_id, extra={"calc_id": calc_id})
+    return calculation_response(calc, ())
 
 
 def calculation_response(calc: Calculation, extra: tuple[str, ...] | list[str]) -> web.Response:

@@ -1,0 +1,45 @@
+"""Handlers for operators: health and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp_apigami import docs, response_schema
+
+from service import db
+from service.keys import CONSUMER_TASK, DB, METRICS
+from service.metrics import CONTENT_TYPE
+from service.models import Status
+from service.schemas import Health
+
+log = logging.getLogger(__name__)
+
+
+@docs(
+    tags=["operations"],
+    summary="Whether the service can take and run calculations",
+    responses={503: {"schema": Health, "description": "The database or the consumer is down."}},
+)
+@response_schema(Health, 200)
+async def health(request: web.Request) -> web.Response:
+    body: dict[str, object] = {"status": "ok", "database": "ok", "consumer": "ok"}
+    try:
+        counts = await db.count_by_status(request.app[DB])
+        body.update(queued=counts[Status.QUEUED], running=counts[Status.RUNNING])
+    except Exception as exc:
+        log.exception("health check: the database does not answer")
+        body.update(status="unavailable", database=f"error: {type(exc).__name__}")
+    task = request.app.get(CONSUMER_TASK)
+    if task is None or task.done():
+        body.update(status="unavailable", consumer="stopped")
+    return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+
+@docs(tags=["operations"], summary="Prometheus metrics, in the text exposition format")
+async def metrics(request: web.Request) -> web.Response:
+    counts = await db.count_by_status(request.app[DB])
+    text = request.app[METRICS].render(counts[Status.QUEUED], counts[Status.RUNNING])
+    response = web.Response(body=text)
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response

@@ -1,0 +1,79 @@
+"""Logging: one line per event, as text or JSON, each carrying the request id it belongs to."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = logging.getLogger("service.access")
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Attributes a log call may pass with `extra=` that are worth a field of their own.
+FIELDS = ("calc_id", "trace_id", "method", "path", "status", "duration_ms")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        line.update({key: getattr(record, key) for key in FIELDS if hasattr(record, key)})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure(level: str, fmt: str) -> None:
+    """Called once, by `__main__`."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+@web.middleware
+async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Names each request (X-Request-ID, taken from the client when sane) and logs it once."""
+    given = request.headers.get("X-Request-ID", "")
+    request_id = given if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    token = REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        extra = {"method": request.method, "path": request.path, "status": status}
+        log.info(
+            "%s %s %d %.1f ms",
+            request.method,
+            request.path_qs,
+            status,
+            duration_ms,
+            extra={**extra, "duration_ms": duration_ms},
+        )
+        REQUEST_ID.reset(token)
