@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from datetime import date
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -70,9 +71,16 @@ def water_cut(liquid: np.ndarray[Any, Any], water: np.ndarray[Any, Any]) -> np.n
 
 
 class Output(NamedTuple):
-    """A result in the forms it is served in, made once in the worker process."""
+    """A result in the forms it is served in, made once in the worker process.
 
-    json: str
+    `deflated` is `json` as raw deflate blocks ending on a sync flush (byte-aligned, not
+    final), with `crc` the CRC-32 of `json`: the server splices it between blocks of its own
+    to answer gzip without compressing the result again.
+    """
+
+    json: bytes
+    deflated: bytes
+    crc: int
     csv: str
 
 
@@ -85,11 +93,16 @@ def columns_of(frame: pd.DataFrame) -> list[list[Any]]:
     return columns
 
 
-def to_records_json(frame: pd.DataFrame) -> str:
-    """Strict JSON: a list of {date, liquid, oil, water, wct}, NaN as null."""
+def to_records_json(frame: pd.DataFrame) -> bytes:
+    """Strict JSON in UTF-8: a list of {date, liquid, oil, water, wct}, NaN as null."""
     rows = zip(*columns_of(frame), strict=True)
     records = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
-    return json.dumps(records, allow_nan=False, separators=(",", ":"))
+    return json.dumps(records, allow_nan=False, separators=(",", ":")).encode()
+
+
+def deflate_for_splicing(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
 def to_csv(frame: pd.DataFrame) -> str:
@@ -105,7 +118,10 @@ def run(date_start: date, date_fin: date, lag: int, seed: int, delay: float = 0.
     if delay > 0:
         time.sleep(delay)
     frame = calculate(date_start, date_fin, lag, seed)
-    return Output(json=to_records_json(frame), csv=to_csv(frame))
+    data = to_records_json(frame)
+    return Output(
+        json=data, deflated=deflate_for_splicing(data), crc=zlib.crc32(data), csv=to_csv(frame)
+    )
 
 
 def init_worker() -> None:

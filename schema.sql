@@ -20,17 +20,52 @@ CREATE TABLE IF NOT EXISTS calculations (
     idempotency_key TEXT,
     request_hash    TEXT,
     -- Last, so that reading the other columns never touches the overflow pages of a large result.
-    result      TEXT,   -- JSON text, served as it is
-    result_csv  TEXT    -- the same rows as CSV
+    result      BLOB,     -- JSON in UTF-8, served as it is
+    result_deflated BLOB, -- the same, compressed once for gzip answers (see kernel.Output)
+    result_crc  INTEGER,  -- CRC-32 of result
+    result_csv  TEXT      -- the same rows as CSV
 );
 
 -- The consumer's claim: the oldest queued row.
 CREATE INDEX IF NOT EXISTS calculations_status_id ON calculations (status, id);
--- The list, in launch order either way, with and without a status filter.
-CREATE INDEX IF NOT EXISTS calculations_created ON calculations (created_at, id);
-CREATE INDEX IF NOT EXISTS calculations_status_created ON calculations (status, created_at, id);
+-- The list, in launch order either way, with and without a status filter. They hold every
+-- column the list shows, so a page is read from the index alone.
+CREATE INDEX IF NOT EXISTS calculations_listed ON calculations (created_at, id, status, name);
+CREATE INDEX IF NOT EXISTS calculations_listed_by_status
+    ON calculations (status, created_at, id, name);
 CREATE UNIQUE INDEX IF NOT EXISTS calculations_idempotency_key
     ON calculations (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+-- How many runs are in each status, kept by triggers in the same transaction as the change,
+-- so that totals, the queue depth and the MAX_QUEUED check cost one row read, not a scan.
+CREATE TABLE IF NOT EXISTS calculation_counts (
+    status  TEXT PRIMARY KEY,
+    n       INTEGER NOT NULL
+);
+-- Counted from the table the first time only: a database made before this table existed.
+INSERT INTO calculation_counts (status, n)
+SELECT s.status, (SELECT count(*) FROM calculations c WHERE c.status = s.status)
+FROM (SELECT 'queued' AS status UNION ALL SELECT 'running' UNION ALL SELECT 'done'
+      UNION ALL SELECT 'failed' UNION ALL SELECT 'cancelled') AS s
+WHERE true
+ON CONFLICT (status) DO NOTHING;
+
+CREATE TRIGGER IF NOT EXISTS calculations_counted_insert AFTER INSERT ON calculations
+BEGIN
+    UPDATE calculation_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+
+CREATE TRIGGER IF NOT EXISTS calculations_counted_update AFTER UPDATE OF status ON calculations
+WHEN OLD.status <> NEW.status
+BEGIN
+    UPDATE calculation_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE calculation_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+
+CREATE TRIGGER IF NOT EXISTS calculations_counted_delete AFTER DELETE ON calculations
+BEGIN
+    UPDATE calculation_counts SET n = n - 1 WHERE status = OLD.status;
+END;
 
 -- The ping-pong pipeline: one row per trace, one row per hop a service handled.
 CREATE TABLE IF NOT EXISTS pingpong_traces (

@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 from aiohttp import web
 
 import kernel
 from service.keys import CONFIG, DB
-from service.models import STOPPING, Calculation, Hop, Outcome, Peer, Status, Trace
+from service.models import STOPPING, Calculation, Hop, Outcome, Peer, Status, Summary, Trace
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ INSERT_CALCULATION = f"""
 INSERT INTO calculations
     (name, date_start, date_fin, lag, seed, created_at, idempotency_key, request_hash)
 SELECT :name, :date_start, :date_fin, :lag, :seed, :now, :key, :hash
-WHERE (SELECT count(*) FROM calculations WHERE status = 'queued') < :max_queued
+WHERE (SELECT n FROM calculation_counts WHERE status = 'queued') < :max_queued
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {COLUMNS}
 """
@@ -43,7 +43,15 @@ GET_BY_IDEMPOTENCY_KEY = f"""
 SELECT {COLUMNS}, request_hash FROM calculations WHERE idempotency_key = :key
 """
 
-GET_CALCULATION = f"SELECT {COLUMNS}, result FROM calculations WHERE id = :id"
+GET_CALCULATION = {
+    "plain": f"SELECT {COLUMNS}, result FROM calculations WHERE id = :id",
+    "gzip": f"""
+SELECT {COLUMNS}, result_deflated, result_crc, length(result) AS result_size,
+    CASE WHEN result_deflated IS NULL THEN result END AS result
+FROM calculations WHERE id = :id
+""",
+    None: f"SELECT {COLUMNS} FROM calculations WHERE id = :id",
+}
 
 GET_RESULT_CSV = "SELECT result_csv FROM calculations WHERE id = :id"
 
@@ -60,7 +68,8 @@ FENCE = "WHERE id = :id AND attempts = :attempt AND status = 'running'"
 
 MARK_DONE = f"""
 UPDATE calculations
-SET status = 'done', result = :result, result_csv = :csv, duration = :duration,
+SET status = 'done', result = :result, result_deflated = :deflated, result_crc = :crc,
+    result_csv = :csv, duration = :duration,
     finished_at = :now, error = NULL
 {FENCE}
 """
@@ -101,7 +110,7 @@ RETURNING id
 # Launch order is created_at with id breaking ties; each variant has an index that serves it.
 LIST_CALCULATIONS = {
     (order, filtered): f"""
-SELECT {COLUMNS} FROM calculations
+SELECT id, name, created_at, status FROM calculations
 {"WHERE status = :status" if filtered else ""}
 ORDER BY created_at {order}, id {order}
 LIMIT :limit OFFSET :offset
@@ -111,11 +120,11 @@ LIMIT :limit OFFSET :offset
 }
 
 COUNT_CALCULATIONS = {
-    False: "SELECT count(*) FROM calculations",
-    True: "SELECT count(*) FROM calculations WHERE status = :status",
+    False: "SELECT sum(n) FROM calculation_counts",
+    True: "SELECT n FROM calculation_counts WHERE status = :status",
 }
 
-COUNT_BY_STATUS = "SELECT status, count(*) FROM calculations GROUP BY status"
+COUNT_BY_STATUS = "SELECT status, n FROM calculation_counts"
 
 
 def utcnow() -> str:
@@ -206,8 +215,11 @@ async def get_by_idempotency_key(
     return None if row is None else (Calculation.from_row(row), row["request_hash"])
 
 
-async def get_calculation(conn: aiosqlite.Connection, calc_id: int) -> Calculation | None:
-    async with conn.execute(GET_CALCULATION, {"id": calc_id}) as cursor:
+async def get_calculation(
+    conn: aiosqlite.Connection, calc_id: int, result: Literal["plain", "gzip"] | None = None
+) -> Calculation | None:
+    """The run; with its result as stored JSON (`plain`), or deflated for gzip (`gzip`)."""
+    async with conn.execute(GET_CALCULATION[result], {"id": calc_id}) as cursor:
         row = await cursor.fetchone()
     return None if row is None else Calculation.from_row(row)
 
@@ -237,6 +249,8 @@ async def mark_done(
         "id": calc.id,
         "attempt": calc.attempts,
         "result": output.json,
+        "deflated": output.deflated,
+        "crc": output.crc,
         "csv": output.csv,
         "duration": round(duration, 6),
         "now": utcnow(),
@@ -282,10 +296,20 @@ async def list_calculations(
     offset: int,
     descending: bool,
     status: Status | None,
-) -> list[Calculation]:
+    total: int,
+) -> list[Summary]:
+    """One page in launch order. A page in the far half is read from the other end of the
+    index and turned around, so that the last page costs what the first does."""
+    flip = offset > total // 2
+    if flip:
+        end = min(offset + limit, total)
+        offset, limit, descending = total - end, end - offset, not descending
+        if limit <= 0:
+            return []
     sql = LIST_CALCULATIONS["DESC" if descending else "ASC", status is not None]
     params = {"limit": limit, "offset": offset, "status": status}
-    return [Calculation.from_row(row) for row in await conn.execute_fetchall(sql, params)]
+    rows = [Summary.from_row(row) for row in await conn.execute_fetchall(sql, params)]
+    return rows[::-1] if flip else rows
 
 
 async def count_calculations(conn: aiosqlite.Connection, *, status: Status | None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class Status(enum.StrEnum):
@@ -36,6 +36,39 @@ def _timestamp(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+class Deflated(NamedTuple):
+    """A stored result as raw deflate blocks, with the CRC-32 and size of the JSON."""
+
+    data: bytes
+    crc: int
+    size: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> Deflated | None:
+        if row["result_deflated"] is None:
+            return None
+        return cls(row["result_deflated"], row["result_crc"], row["result_size"])
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A run as the list shows it."""
+
+    id: int
+    name: str
+    created_at: datetime
+    status: Status
+
+    @classmethod
+    def from_row(cls, row: Row) -> Summary:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+            status=Status(row["status"]),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Calculation:
     id: int
@@ -51,10 +84,12 @@ class Calculation:
     finished_at: datetime | None
     duration: float | None
     error: str | None
-    result_json: str | None  # stored JSON text, served as it is
+    result: bytes | None = None  # stored JSON, served as it is
+    deflated: Deflated | None = None  # the same, ready to splice into a gzip answer
 
     @classmethod
     def from_row(cls, row: Row) -> Calculation:
+        columns = row.keys()
         created_at = _timestamp(row["created_at"])
         assert created_at is not None
         return cls(
@@ -71,7 +106,8 @@ class Calculation:
             finished_at=_timestamp(row["finished_at"]),
             duration=row["duration"],
             error=row["error"],
-            result_json=row["result"] if "result" in row.keys() else None,  # noqa: SIM118 (Row iterates values)
+            result=row["result"] if "result" in columns else None,
+            deflated=Deflated.from_row(row) if "result_deflated" in columns else None,
         )
 
 

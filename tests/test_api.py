@@ -168,7 +168,16 @@ async def test_max_points_is_the_limit_of_rows(client: Client) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"not json", b"[1, 2]", b'"text"', b"null", b"\xff\xfe", b'{"date_start": ', b"[" * 50_000],
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"null",
+        b"\xff\xfe",
+        b'{"date_start": ',
+        b"[" * 50_000,
+    ],
 )
 async def test_body_that_is_not_a_json_object_gets_400(client: Client, raw: bytes) -> None:
     resp = await client.post(
@@ -249,3 +258,23 @@ async def test_failing_kernel_fails_that_run_only(
     assert failed["error"] == "ValueError: lag must be at least 1 day, got 0"
     assert failed["result"] is None
     assert (await wait_for_terminal(client, good))["status"] == "done"
+
+
+async def test_gzip_answer_is_the_same_json_smaller(client: Client) -> None:
+    calc_id = await create(client, date_start="2000-01-01", date_fin="2009-12-31", lag=1)
+    await wait_for_terminal(client, calc_id)
+    for query in ("", "?fields=name,duration,seed"):
+        url = f"/api/v1/calculations/{calc_id}{query}"
+        plain = await client.get(url, headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        assert plain.headers["Vary"] == "Accept-Encoding"
+        plain_body = await plain.read()
+        zipped = await client.get(url, headers={"Accept-Encoding": "gzip, deflate"})
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        assert await zipped.read() == plain_body  # the client decompressed and checked the CRC
+        raw = await client.get(url, headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        assert len(await raw.read()) <= 0.4 * len(plain_body)
+    refused = await client.get(
+        f"/api/v1/calculations/{calc_id}", headers={"Accept-Encoding": "gzip;q=0"}
+    )
+    assert "Content-Encoding" not in refused.headers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import zlib
 from collections.abc import AsyncIterator
 from datetime import date
 
@@ -15,8 +16,8 @@ from service import db
 from service.config import Config
 from service.consumer import Consumer
 from service.metrics import Metrics
-from service.pool import KernelDied, KernelPool
 from service.models import Status
+from service.pool import KernelDied, KernelPool
 
 DAY = date(2024, 1, 1)
 
@@ -42,6 +43,10 @@ async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int
     return calc.id
 
 
+def output(data: bytes) -> kernel.Output:
+    return kernel.Output(data, kernel.deflate_for_splicing(data), zlib.crc32(data), "")
+
+
 async def test_empty_queue_does_nothing(consumer: Consumer) -> None:
     assert await consumer.run_once() is False
 
@@ -64,10 +69,10 @@ async def test_done_row_holds_the_kernel_result_and_timings(
 ) -> None:
     calc_id = await insert(conn, lag=2, days=30)
     await consumer.run_once()
-    calc = await db.get_calculation(conn, calc_id)
+    calc = await db.get_calculation(conn, calc_id, "plain")
     assert calc is not None
     assert calc.status is Status.DONE
-    assert calc.result_json == kernel.run(DAY, date(2024, 1, 31), 2, 1).json
+    assert calc.result == kernel.run(DAY, date(2024, 1, 31), 2, 1).json
     assert calc.attempts == 1
     assert calc.duration is not None
     assert calc.started_at is not None
@@ -87,7 +92,7 @@ async def test_kernel_error_fails_the_run_and_the_next_one_runs(
     assert done is not None
     assert failed.status is Status.FAILED
     assert failed.error == "ValueError: lag must be at least 1 day, got 0"
-    assert failed.result_json is None
+    assert failed.result is None
     assert done.status is Status.DONE
 
 
@@ -133,14 +138,14 @@ async def test_only_the_current_attempt_may_write_its_outcome(
     second = await db.claim_next(conn)
     assert second is not None
     assert second.attempts == first.attempts + 1
-    assert await db.mark_done(conn, first, kernel.Output("[1]", ""), 0.1) is False
+    assert await db.mark_done(conn, first, output(b"[1]"), 0.1) is False
     assert await db.mark_failed(conn, first, "stale", None) is False
-    assert await db.mark_done(conn, second, kernel.Output("[2]", ""), 0.1) is True
+    assert await db.mark_done(conn, second, output(b"[2]"), 0.1) is True
     assert await db.mark_failed(conn, second, "late", None) is False
-    calc = await db.get_calculation(conn, calc_id)
+    calc = await db.get_calculation(conn, calc_id, "plain")
     assert calc is not None
     assert calc.status is Status.DONE
-    assert calc.result_json == "[2]"
+    assert calc.result == b"[2]"
 
 
 async def test_a_cancelled_run_is_not_written_over(conn: aiosqlite.Connection) -> None:
@@ -148,7 +153,7 @@ async def test_a_cancelled_run_is_not_written_over(conn: aiosqlite.Connection) -
     claimed = await db.claim_next(conn)
     assert claimed is not None
     assert await db.cancel(conn, calc_id) is not None
-    assert await db.mark_done(conn, claimed, kernel.Output("[]", ""), 0.1) is False
+    assert await db.mark_done(conn, claimed, output(b"[]"), 0.1) is False
     assert await db.cancel(conn, calc_id) is None
     calc = await db.get_calculation(conn, calc_id)
     assert calc is not None

@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp_apigami import (
@@ -21,6 +21,7 @@ from aiohttp_apigami import (
 )
 
 from service import db
+from service.compression import accepts_gzip, gzip_around
 from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull
 from service.keys import CONFIG, CONSUMER, DB, METRICS
 from service.models import TERMINAL, Calculation, Status, point_count
@@ -38,6 +39,8 @@ from service.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+Form = Literal["plain", "gzip"]
 
 
 def error(description: str) -> dict[str, Any]:
@@ -127,6 +130,7 @@ async def list_calculations(request: web.Request) -> web.Response:
         offset=(query["page"] - 1) * per_page,
         descending=query["order"] == "desc",
         status=status,
+        total=total,
     )
     page = {
         "items": CalculationSummary(many=True).dump(calcs),
@@ -149,26 +153,29 @@ async def list_calculations(request: web.Request) -> web.Response:
 async def get_calculation(request: web.Request) -> web.Response:
     calc_id = int(request.match_info["calc_id"])
     query = request["querystring"]
+    form: Form = "gzip" if accepts_gzip(request.headers.get("Accept-Encoding", "")) else "plain"
     wait = query.get("wait")
     if wait is None:
-        calc = await db.get_calculation(request.app[DB], calc_id)
+        calc = await db.get_calculation(request.app[DB], calc_id, form)
     else:
-        calc = await get_when_ended(request.app, calc_id, wait)
+        calc = await get_when_ended(request.app, calc_id, form, wait)
     if calc is None:
         raise CalculationNotFound(f"calculation {calc_id} does not exist")
     return calculation_response(calc, query["fields_"])
 
 
-async def get_when_ended(app: web.Application, calc_id: int, wait: float) -> Calculation | None:
+async def get_when_ended(
+    app: web.Application, calc_id: int, form: Form, wait: float
+) -> Calculation | None:
     """The run once it has ended, or as it is after `wait` seconds. No polling: the consumer
     wakes the waiters of a run when it ends."""
     with app[CONSUMER].watch(calc_id) as ended:
-        calc = await db.get_calculation(app[DB], calc_id)
+        calc = await db.get_calculation(app[DB], calc_id, form)
         if calc is None or calc.status in TERMINAL:
             return calc
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), wait)
-    return await db.get_calculation(app[DB], calc_id)
+    return await db.get_calculation(app[DB], calc_id, form)
 
 
 @docs(
@@ -195,11 +202,20 @@ async def cancel_calculation(request: web.Request) -> web.Response:
 
 
 def calculation_response(calc: Calculation, extra: tuple[str, ...] | list[str]) -> web.Response:
-    """The run as JSON, with its stored result text spliced in as it is, never parsed."""
+    """The run as JSON, with its stored result spliced in as it is, never parsed: compressed
+    once when stored, for a gzip answer."""
     shown = ["id", "created_at", "status", *dict.fromkeys(extra)]
     if calc.status is Status.FAILED:
         shown.append("error")
     meta: dict[str, Any] = CalculationOut(only=shown).dump(calc)
-    result = calc.result_json if calc.status is Status.DONE else None
-    body = json.dumps(meta)[:-1] + ', "result": ' + (result or "null") + "}"
-    return web.Response(text=body, content_type="application/json")
+    prefix, suffix = (json.dumps(meta)[:-1] + ', "result": ').encode(), b"}"
+    response = web.Response(content_type="application/json", headers={"Vary": "Accept-Encoding"})
+    if calc.status is not Status.DONE:
+        response.body = prefix + b"null" + suffix
+    elif calc.deflated is not None:
+        response.body = gzip_around(prefix, calc.deflated, suffix)
+        response.headers["Content-Encoding"] = "gzip"
+    else:
+        assert calc.result is not None
+        response.body = b"".join((prefix, calc.result, suffix))
+    return response

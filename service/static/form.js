@@ -54,11 +54,8 @@ function showErrors(form, error) {
   const summary =
     count > 0 ? `The run was not launched: ${fieldsNeed} attention.` : "The run was not launched.";
   const rest = Object.keys(elsewhere).length > 0 || count === 0;
-  box.replaceChildren(
-    summary,
-    rest ? h("br") : null,
-    rest ? describe({ message: error.message, fields: elsewhere }) : null,
-  );
+  const details = rest ? [h("br"), describe({ message: error.message, fields: elsewhere })] : [];
+  box.replaceChildren(summary, ...details);
   show(box, true);
   (first ?? box).focus();
 }

@@ -181,7 +181,9 @@ export function createRunView() {
       show(byId("run-failure"), false);
       show(byId("run-cancel-box"), false);
       show(cancelError, false);
+      show(byId("run-load-error"), false);
       setText(byId("run-progress"), "");
+      byId("run-view").dataset.polling = "false";
     }
     return refresh();
   }
@@ -190,6 +192,7 @@ export function createRunView() {
     clearTimeout(timer);
     timer = null;
     generation += 1;
+    byId("run-view").dataset.polling = "false";
   }
 
   return { load, stop };

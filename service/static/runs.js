@@ -85,6 +85,7 @@ export function createRunList(onPageOutOfRange) {
     timer = null;
     generation += 1;
     table.dataset.polling = "false";
+    table.removeAttribute("aria-busy");
     show(live, false);
   }
 
@@ -97,7 +98,8 @@ export function createRunList(onPageOutOfRange) {
     );
     show(empty, page.items.length === 0);
     const pages = Math.max(page.pages, 1);
-    setText(info, `Page ${page.page} of ${pages} · ${formatCount(page.total)} runs`);
+    const runs = page.total === 1 ? "1 run" : `${formatCount(page.total)} runs`;
+    setText(info, `Page ${page.page} of ${pages} · ${runs}`);
     prev.disabled = page.page <= 1;
     next.disabled = page.page >= pages;
   }

@@ -1,0 +1,79 @@
+"""gzip answers around a result compressed once: only the few bytes around it are compressed
+per request, and the CRC-32 of the whole is combined from the parts' CRCs."""
+
+from __future__ import annotations
+
+import functools
+import struct
+import zlib
+
+from service.models import Deflated
+
+# No file name, no modification time, unknown OS: the same bytes for the same body.
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+CRC32_POLYNOMIAL = 0xEDB88320
+
+
+def gzip_around(prefix: bytes, body: Deflated, suffix: bytes) -> bytes:
+    """A gzip file of prefix + the deflated body + suffix."""
+    head = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    start = head.compress(prefix) + head.flush(zlib.Z_SYNC_FLUSH)
+    tail = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    end = tail.compress(suffix) + tail.flush(zlib.Z_FINISH)
+    crc = crc32_combine(
+        crc32_combine(zlib.crc32(prefix), body.crc, body.size), zlib.crc32(suffix), len(suffix)
+    )
+    size = (len(prefix) + body.size + len(suffix)) & 0xFFFFFFFF
+    return b"".join((GZIP_HEADER, start, body.data, end, struct.pack("<II", crc, size)))
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (`gzip;q=0` refuses it)."""
+    for item in accept_encoding.lower().split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and _quality(q[2:]) == 0)
+    return False
+
+
+def _quality(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 1.0
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of A + B from crc(A), crc(B) and len(B), as zlib's crc32_combine: crc1 is
+    advanced over len2 zero bytes by the operator matrices of the powers of two in len2."""
+    for bit in range(len2.bit_length()):
+        if len2 >> bit & 1:
+            crc1 = _times(_zeros_operator(bit), crc1)
+    return crc1 ^ crc2
+
+
+def _times(matrix: tuple[int, ...], vector: int) -> int:
+    result, row = 0, 0
+    while vector:
+        if vector & 1:
+            result ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return result
+
+
+@functools.cache
+def _zeros_operator(power: int) -> tuple[int, ...]:
+    """The GF(2) matrix that advances a CRC over 2**power zero bytes."""
+    if power == 0:
+        one_bit = (CRC32_POLYNOMIAL, *(1 << n for n in range(31)))
+        matrix = one_bit
+        for _ in range(3):  # one bit squared three times: eight bits, one byte
+            matrix = _square(matrix)
+        return matrix
+    return _square(_zeros_operator(power - 1))
+
+
+def _square(matrix: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(_times(matrix, column) for column in matrix)
