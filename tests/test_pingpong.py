@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpRawServer, AiohttpServer
 
-from service import db
+from service.pingpong import db
 from service.app import create_app
 from service.config import Config
 from tests.conftest import free_port, wait_until_up

@@ -14,11 +14,11 @@ from aiohttp_apigami.constants import SCHEMAS_ATTR
 from marshmallow import ValidationError
 from yarl import URL
 
-from service import db
 from service.errors import BadRequest
 from service.keys import DB, PINGPONG
 from service.models import Outcome, Peer
 from service.parser import NOT_AN_OBJECT, make_parser
+from service.pingpong import db
 from service.pingpong.errors import (
     DuplicateHop,
     InvalidPayload,

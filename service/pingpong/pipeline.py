@@ -31,10 +31,10 @@ import aiosqlite
 from aiohttp import web
 from yarl import URL
 
-from service import db
 from service.config import Config
 from service.keys import CONFIG, DB, PINGPONG
 from service.models import Hop, Outcome, Peer
+from service.pingpong import db
 
 log = logging.getLogger(__name__)
 

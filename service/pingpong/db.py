@@ -1,0 +1,134 @@
+"""Database access of the ping-pong pipeline: one function per SQL statement on its tables."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from service.db import utcnow
+from service.models import STOPPING, Hop, Outcome, Peer, Trace
+
+HOP_COLUMNS = (
+    "trace_id, hop, service, outcome, http_status, partner_status, detail,"
+    " received_at, finished_at, payload"
+)
+
+ADD_TRACE = """
+INSERT INTO pingpong_traces (trace_id, created_at) VALUES (:trace_id, :now)
+ON CONFLICT (trace_id) DO NOTHING
+"""
+
+# A replayed hop (same trace and number) inserts nothing and returns no row.
+INSERT_HOP = f"""
+INSERT INTO pingpong_hops
+    (trace_id, hop, service, outcome, http_status, detail, received_at, finished_at, payload)
+VALUES
+    (:trace_id, :hop, :service, :outcome, :http_status, :detail, :now,
+     CASE WHEN :outcome IS NULL THEN NULL ELSE :now END, :payload)
+ON CONFLICT (trace_id, hop) DO NOTHING
+RETURNING {HOP_COLUMNS}
+"""
+
+FINISH_HOP = f"""
+UPDATE pingpong_hops
+SET outcome = :outcome, partner_status = :partner_status, detail = :detail, finished_at = :now
+WHERE trace_id = :trace_id AND hop = :hop AND outcome IS NULL
+RETURNING {HOP_COLUMNS}
+"""
+
+LIST_HOPS = f"SELECT {HOP_COLUMNS} FROM pingpong_hops WHERE trace_id = :trace_id ORDER BY hop"
+
+# Stopped: a hop ended the pipeline, or the partner refused a forward (its own row for that
+# refusal is in its database, which is this one when both services share the file).
+_STOPPING_SQL = ", ".join(f"'{outcome}'" for outcome in sorted(STOPPING))
+TRACE_COLUMNS = f"""
+t.trace_id, t.created_at,
+(SELECT count(*) FROM pingpong_hops h WHERE h.trace_id = t.trace_id) AS hops,
+EXISTS (SELECT 1 FROM pingpong_hops h WHERE h.trace_id = t.trace_id
+        AND (h.outcome IN ({_STOPPING_SQL}) OR h.partner_status = 400)) AS stopped
+"""
+
+GET_TRACE = f"SELECT {TRACE_COLUMNS} FROM pingpong_traces t WHERE t.trace_id = :trace_id"
+
+LIST_TRACES = f"""
+SELECT {TRACE_COLUMNS} FROM pingpong_traces t
+ORDER BY t.created_at DESC, t.id DESC
+LIMIT :limit OFFSET :offset
+"""
+
+COUNT_TRACES = "SELECT count(*) FROM pingpong_traces"
+
+
+async def add_trace(conn: aiosqlite.Connection, trace_id: str) -> bool:
+    """Record a trace the first time one of its hops arrives; False if it was known."""
+    async with conn.execute(ADD_TRACE, {"trace_id": trace_id, "now": utcnow()}) as cursor:
+        return cursor.rowcount == 1
+
+
+async def insert_hop(
+    conn: aiosqlite.Connection,
+    *,
+    trace_id: str,
+    hop: int,
+    service: Peer,
+    outcome: Outcome | None,
+    http_status: int,
+    detail: str | None,
+    payload_json: str,
+) -> Hop | None:
+    """Record a hop as it arrives; None if this trace already has a hop with that number."""
+    params = {
+        "trace_id": trace_id,
+        "hop": hop,
+        "service": service,
+        "outcome": outcome,
+        "http_status": http_status,
+        "detail": detail,
+        "payload": payload_json,
+        "now": utcnow(),
+    }
+    rows = list(await conn.execute_fetchall(INSERT_HOP, params))
+    return Hop.from_row(rows[0]) if rows else None
+
+
+async def finish_hop(
+    conn: aiosqlite.Connection,
+    *,
+    trace_id: str,
+    hop: int,
+    outcome: Outcome,
+    partner_status: int | None,
+    detail: str,
+) -> Hop | None:
+    """Record how a forwarded hop ended; None if it had ended already."""
+    params = {
+        "trace_id": trace_id,
+        "hop": hop,
+        "outcome": outcome,
+        "partner_status": partner_status,
+        "detail": detail,
+        "now": utcnow(),
+    }
+    rows = list(await conn.execute_fetchall(FINISH_HOP, params))
+    return Hop.from_row(rows[0]) if rows else None
+
+
+async def list_hops(conn: aiosqlite.Connection, trace_id: str) -> list[Hop]:
+    rows = await conn.execute_fetchall(LIST_HOPS, {"trace_id": trace_id})
+    return [Hop.from_row(row) for row in rows]
+
+
+async def get_trace(conn: aiosqlite.Connection, trace_id: str) -> Trace | None:
+    async with conn.execute(GET_TRACE, {"trace_id": trace_id}) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else Trace.from_row(row)
+
+
+async def list_traces(conn: aiosqlite.Connection, *, limit: int, offset: int) -> list[Trace]:
+    """Traces newest first."""
+    rows = await conn.execute_fetchall(LIST_TRACES, {"limit": limit, "offset": offset})
+    return [Trace.from_row(row) for row in rows]
+
+
+async def count_traces(conn: aiosqlite.Connection) -> int:
+    rows = list(await conn.execute_fetchall(COUNT_TRACES))
+    return int(rows[0][0])
