@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 360, "height": 780}
 LONG = 20_000  # ms: a run's whole life, on a busy machine
+expect.set_options(timeout=10_000)
 
 
 # The page as the server sends it.
@@ -188,8 +189,11 @@ async def test_a_run_launched_from_the_form_is_watched_charted_and_downloaded(
     await expect(page.locator("#rows-body tr")).to_have_count(9)
     await expect(page.locator("#rows-note")).to_have_text("All 9 rows.")
 
-    # The chart reads out exact rows from the keyboard.
-    await page.get_by_label("Production chart").focus()
+    # The chart reads out exact rows under the pointer and from the keyboard.
+    plot = page.get_by_label("Production chart")
+    await plot.hover(position={"x": 2, "y": 100})
+    await expect(page.locator(".chart-tip")).to_contain_text("2024-01-01 · row 1 of 9")
+    await plot.focus()
     await page.keyboard.press("End")
     await expect(page.locator(".chart-tip")).to_contain_text("2024-02-26 · row 9 of 9")
 
@@ -232,7 +236,9 @@ async def test_the_servers_reasons_show_beside_the_fields(start_server: Any, pag
     await expect(page.locator("#lag-error")).to_have_text(expected["lag"])
     await expect(lag).to_have_attribute("aria-invalid", "true")
     await expect(lag).to_be_focused()
-    await expect(page.locator("#form-error")).to_contain_text("one field needs attention")
+    await expect(page.locator("#form-error")).to_have_text(
+        "The run was not launched: one field needs attention."
+    )
 
     await fill_form(page, date_fin="2023-12-31", lag="7")
     await page.get_by_role("button", name="Launch run").click()
@@ -390,3 +396,57 @@ async def test_with_an_api_token_the_page_asks_for_it_once(start_server: Any, pa
     text = await asyncio.to_thread(Path(str(await download.path())).read_text)
     answer = await page.request.get(f"{base}/api/v1/calculations/{calc_id}", headers=auth)
     assert csv_records(text) == (await answer.json())["result"]
+
+
+THINNING = """async () => {
+    const { MAX_DRAWN, countPoints, pickIndices } = await import("/static/series.js");
+    const rows = Array.from({ length: 100000 }, (_, i) => ({
+        liquid: Math.sin(i / 50) + (i === 54321 ? 99 : 0) - (i === 777 ? 99 : 0),
+        wct: i % 7 === 0 ? null : 0.5,
+    }));
+    const liquid = pickIndices(rows, "liquid", MAX_DRAWN);
+    return {
+        maxDrawn: MAX_DRAWN,
+        points: countPoints(liquid),
+        inOrder: liquid.every((v, i) => i === 0 || v > liquid[i - 1]),
+        keepsPeakAndTrough: liquid.includes(54321) && liquid.includes(777),
+        wctPoints: countPoints(pickIndices(rows, "wct", MAX_DRAWN)),
+        few: pickIndices(rows.slice(0, 8), "wct", MAX_DRAWN),
+    };
+}"""
+
+TICKS = """async () => {
+    const { dateTicks } = await import("/static/ticks.js");
+    const { dayNumber, dayString } = await import("/static/format.js");
+    const labels = (a, b, n) => dateTicks(dayNumber(a), dayNumber(b), n).map((t) => t.label);
+    return {
+        months: labels("2024-01-01", "2024-12-31", 6),
+        weeks: labels("2024-01-01", "2024-01-31", 5),
+        centuries: labels("0001-01-01", "9999-12-31", 6),
+        firstDay: dayString(dayNumber("0001-01-01")),
+    };
+}"""
+
+
+async def test_large_results_are_thinned_without_losing_peaks(client: Client, page: Page) -> None:
+    await page.goto(str(client.make_url("/")))
+
+    thinned = await page.evaluate(THINNING)
+
+    assert thinned["maxDrawn"] == 1000
+    assert 900 <= thinned["points"] <= 1000
+    assert thinned["inOrder"]
+    assert thinned["keepsPeakAndTrough"]
+    assert thinned["wctPoints"] <= 1000
+    assert thinned["few"] == [-1, 1, 2, 3, 4, 5, 6, -1]
+
+
+async def test_date_ticks_fall_on_calendar_boundaries(client: Client, page: Page) -> None:
+    await page.goto(str(client.make_url("/")))
+
+    ticks = await page.evaluate(TICKS)
+
+    assert ticks["months"] == ["2024-01", "2024-03", "2024-05", "2024-07", "2024-09", "2024-11"]
+    assert ticks["weeks"] == ["2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22", "2024-01-29"]
+    assert ticks["centuries"] == ["2000", "4000", "6000", "8000"]
+    assert ticks["firstDay"] == "0001-01-01"
