@@ -1,4 +1,4 @@
-"""Operating the service: cancel, retry-safe create, limits, concurrency, health, metrics, access."""
+"""Operating the service: cancel, retry-safe create, limits, concurrency, health, metrics."""
 
 from __future__ import annotations
 

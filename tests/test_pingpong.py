@@ -17,9 +17,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpRawServer, AiohttpServer
 
-from service.pingpong import db
 from service.app import create_app
 from service.config import Config
+from service.pingpong import db
 from tests.conftest import free_port, wait_until_up
 
 Client = TestClient[Any, Any]
