@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench docker clean
+.PHONY: install tools run test lint bench docker clean
 
 install: $(STAMP)
 
@@ -15,9 +15,13 @@ $(STAMP): setup.cfg pyproject.toml
 run: $(STAMP)
 	$(PY) -m service
 
-# The page's browser tests drive Debian's Chromium, never a browser build of their own.
-test: $(STAMP)
-	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+# The page's browser tests drive Debian's Chromium, never a browser build of their own;
+# the benchmark's own test drives wrk. Both are Debian packages, installed when missing.
+test: $(STAMP) tools
+
+tools:
+	command -v chromium >/dev/null && command -v wrk >/dev/null || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium wrk)
 	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90
 
 lint: $(STAMP)
@@ -25,6 +29,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
+
+# The benchmark (up to 5 minutes; not part of `make test`): see docs/performance.md.
+bench: $(STAMP) tools
+	$(PY) -m bench
 
 docker:
 	docker build -t calculations .

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import NamedTuple
 
 import aiosqlite
 from aiohttp import web
@@ -124,6 +125,20 @@ class Consumer:
     async def _execute(self, slot: Slot, calc: Calculation) -> None:
         log.info("calculation %d started (attempt %d)", calc.id, calc.attempts, extra=ids(calc))
         self._computing[calc.id] = slot
+        try:
+            outcome = await self._compute(slot, calc)
+        finally:
+            # Free before the outcome is written: the next run starts computing meanwhile.
+            self._computing.pop(calc.id, None)
+            reason = self._stop_reasons.pop(calc.id, None)
+            self._free.append(slot)
+            self.notify()
+        try:
+            await asyncio.shield(self._record(calc, outcome, reason))
+        finally:
+            self.finished(calc.id)
+
+    async def _compute(self, slot: Slot, calc: Calculation) -> Outcome:
         timer = None
         started = time.perf_counter()
         try:
@@ -132,28 +147,28 @@ class Consumer:
                 loop = asyncio.get_running_loop()
                 timer = loop.call_later(self._kernel_timeout, self._kill, calc.id, TIME_LIMIT)
             started = time.perf_counter()
-            output = await slot.run(
+            output: kernel.Output | Exception = await slot.run(
                 kernel.run, calc.date_start, calc.date_fin, calc.lag, calc.seed, self._kernel_delay
             )
         except Exception as exc:
-            duration = time.perf_counter() - started
-            await asyncio.shield(self._record_failure(calc, exc, duration))
-        else:
-            duration = time.perf_counter() - started
-            if await asyncio.shield(db.mark_done(self._conn, calc, output, duration)):
-                log.info("calculation %d done in %.3f s", calc.id, duration, extra=ids(calc))
-                self._metrics.finished(Status.DONE, duration)
+            output = exc
         finally:
             if timer is not None:
                 timer.cancel()
-            self._computing.pop(calc.id, None)
-            self._stop_reasons.pop(calc.id, None)
-            self._free.append(slot)
-            self.finished(calc.id)
-            self.notify()
+        return Outcome(output, time.perf_counter() - started, db.utcnow())
 
-    async def _record_failure(self, calc: Calculation, exc: Exception, duration: float) -> None:
-        reason = self._stop_reasons.get(calc.id)
+    async def _record(self, calc: Calculation, outcome: Outcome, reason: str | None) -> None:
+        if isinstance(outcome.output, kernel.Output):
+            done = await db.mark_done(
+                self._conn, calc, outcome.output, outcome.duration, outcome.ended_at
+            )
+            if done:
+                log.info(
+                    "calculation %d done in %.3f s", calc.id, outcome.duration, extra=ids(calc)
+                )
+                self._metrics.finished(Status.DONE, outcome.duration)
+            return
+        exc = outcome.output
         if reason == SHUTDOWN:
             if await db.requeue(self._conn, calc):
                 log.info(
@@ -172,9 +187,17 @@ class Consumer:
         else:
             log.error("calculation %d: the kernel raised", calc.id, exc_info=exc, extra=ids(calc))
             message = f"{type(exc).__name__}: {exc}"
-        if await db.mark_failed(self._conn, calc, message, duration):
+        if await db.mark_failed(self._conn, calc, message, outcome.duration, outcome.ended_at):
             log.info("calculation %d failed: %s", calc.id, message, extra=ids(calc))
-            self._metrics.finished(Status.FAILED, duration)
+            self._metrics.finished(Status.FAILED, outcome.duration)
+
+
+class Outcome(NamedTuple):
+    """How one attempt ended: the kernel's output or what it raised, and when."""
+
+    output: kernel.Output | Exception
+    duration: float
+    ended_at: str
 
 
 def ids(calc: Calculation) -> dict[str, int]:

@@ -64,7 +64,7 @@ RETURNING {COLUMNS}
 
 # Writes for one attempt of a run apply only while that attempt is the current one: a run
 # cancelled, timed out or recovered after a restart is never written over.
-FENCE = "WHERE id = :id AND attempts = :attempt AND status = 'running'"
+FENCE = "WHERE id = :id AND attempts = :attempt AND status = 'running' RETURNING id"
 
 MARK_DONE = f"""
 UPDATE calculations
@@ -125,6 +125,15 @@ COUNT_CALCULATIONS = {
 }
 
 COUNT_BY_STATUS = "SELECT status, n FROM calculation_counts"
+
+
+async def fetch_one(
+    conn: aiosqlite.Connection, sql: str, params: dict[str, Any]
+) -> aiosqlite.Row | None:
+    """The first row of one statement, in one trip to the database thread. A write with
+    RETURNING commits here too: the statement runs to completion."""
+    rows = list(await conn.execute_fetchall(sql, params))
+    return rows[0] if rows else None
 
 
 def utcnow() -> str:
@@ -210,8 +219,7 @@ async def get_by_idempotency_key(
     conn: aiosqlite.Connection, key: str
 ) -> tuple[Calculation, str] | None:
     """The run created with this key, and the hash of the request that created it."""
-    async with conn.execute(GET_BY_IDEMPOTENCY_KEY, {"key": key}) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, GET_BY_IDEMPOTENCY_KEY, {"key": key})
     return None if row is None else (Calculation.from_row(row), row["request_hash"])
 
 
@@ -219,15 +227,13 @@ async def get_calculation(
     conn: aiosqlite.Connection, calc_id: int, result: Literal["plain", "gzip"] | None = None
 ) -> Calculation | None:
     """The run; with its result as stored JSON (`plain`), or deflated for gzip (`gzip`)."""
-    async with conn.execute(GET_CALCULATION[result], {"id": calc_id}) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, GET_CALCULATION[result], {"id": calc_id})
     return None if row is None else Calculation.from_row(row)
 
 
 async def get_result_csv(conn: aiosqlite.Connection, calc_id: int) -> str | None:
     """The stored CSV of a done calculation; None if there is none (yet)."""
-    async with conn.execute(GET_RESULT_CSV, {"id": calc_id}) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, GET_RESULT_CSV, {"id": calc_id})
     return None if row is None else row[0]
 
 
@@ -237,12 +243,15 @@ async def claim_next(conn: aiosqlite.Connection) -> Calculation | None:
 
 
 async def _fenced(conn: aiosqlite.Connection, sql: str, params: dict[str, Any]) -> bool:
-    async with conn.execute(sql, params) as cursor:
-        return cursor.rowcount == 1
+    return await fetch_one(conn, sql, params) is not None
 
 
 async def mark_done(
-    conn: aiosqlite.Connection, calc: Calculation, output: kernel.Output, duration: float
+    conn: aiosqlite.Connection,
+    calc: Calculation,
+    output: kernel.Output,
+    duration: float,
+    ended_at: str | None = None,
 ) -> bool:
     """Store the result of this attempt; False if the attempt is no longer the current one."""
     params = {
@@ -253,13 +262,17 @@ async def mark_done(
         "crc": output.crc,
         "csv": output.csv,
         "duration": round(duration, 6),
-        "now": utcnow(),
+        "now": ended_at or utcnow(),
     }
     return await _fenced(conn, MARK_DONE, params)
 
 
 async def mark_failed(
-    conn: aiosqlite.Connection, calc: Calculation, error: str, duration: float | None
+    conn: aiosqlite.Connection,
+    calc: Calculation,
+    error: str,
+    duration: float | None,
+    ended_at: str | None = None,
 ) -> bool:
     """Record why this attempt failed; False if the attempt is no longer the current one."""
     params = {
@@ -267,7 +280,7 @@ async def mark_failed(
         "attempt": calc.attempts,
         "error": error,
         "duration": None if duration is None else round(duration, 6),
-        "now": utcnow(),
+        "now": ended_at or utcnow(),
     }
     return await _fenced(conn, MARK_FAILED, params)
 
@@ -308,7 +321,7 @@ async def list_calculations(
             return []
     sql = LIST_CALCULATIONS["DESC" if descending else "ASC", status is not None]
     params = {"limit": limit, "offset": offset, "status": status}
-    rows = [Summary.from_row(row) for row in await conn.execute_fetchall(sql, params)]
+    rows = [Summary(*row) for row in await conn.execute_fetchall(sql, params)]
     return rows[::-1] if flip else rows
 
 

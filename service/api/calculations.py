@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -32,13 +33,21 @@ from service.schemas import (
     CalculationPage,
     CalculationQuery,
     CalculationRequest,
-    CalculationSummary,
     CreateHeaders,
     ErrorOut,
     ListQuery,
 )
 
 log = logging.getLogger(__name__)
+
+# Made once: building a marshmallow schema costs more than using it.
+CREATED = CalculationCreated()
+
+
+@functools.lru_cache(maxsize=64)
+def calculation_schema(shown: tuple[str, ...]) -> CalculationOut:
+    return CalculationOut(only=shown)
+
 
 Form = Literal["plain", "gzip"]
 
@@ -112,9 +121,7 @@ async def replay_or_refuse(
 
 def created_response(request: web.Request, calc: Calculation, status: int) -> web.Response:
     location = request.app.router["calculation"].url_for(calc_id=str(calc.id))
-    return web.json_response(
-        CalculationCreated().dump(calc), status=status, headers={"Location": str(location)}
-    )
+    return web.json_response(CREATED.dump(calc), status=status, headers={"Location": str(location)})
 
 
 @docs(tags=["calculations"], summary="List calculations by launch date", responses=INVALID)
@@ -133,7 +140,7 @@ async def list_calculations(request: web.Request) -> web.Response:
         total=total,
     )
     page = {
-        "items": CalculationSummary(many=True).dump(calcs),
+        "items": [calc._asdict() for calc in calcs],  # the shape of CalculationSummary
         "page": query["page"],
         "per_page": per_page,
         "total": total,
@@ -207,7 +214,7 @@ def calculation_response(calc: Calculation, extra: tuple[str, ...] | list[str]) 
     shown = ["id", "created_at", "status", *dict.fromkeys(extra)]
     if calc.status is Status.FAILED:
         shown.append("error")
-    meta: dict[str, Any] = CalculationOut(only=shown).dump(calc)
+    meta: dict[str, Any] = calculation_schema(tuple(shown)).dump(calc)
     prefix, suffix = (json.dumps(meta)[:-1] + ', "result": ').encode(), b"}"
     response = web.Response(content_type="application/json", headers={"Vary": "Accept-Encoding"})
     if calc.status is not Status.DONE:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-from service.db import utcnow
+from service.db import fetch_one, utcnow
 from service.models import STOPPING, Hop, Outcome, Peer, Trace
 
 HOP_COLUMNS = (
@@ -15,6 +15,7 @@ HOP_COLUMNS = (
 ADD_TRACE = """
 INSERT INTO pingpong_traces (trace_id, created_at) VALUES (:trace_id, :now)
 ON CONFLICT (trace_id) DO NOTHING
+RETURNING id
 """
 
 # A replayed hop (same trace and number) inserts nothing and returns no row.
@@ -60,8 +61,7 @@ COUNT_TRACES = "SELECT count(*) FROM pingpong_traces"
 
 async def add_trace(conn: aiosqlite.Connection, trace_id: str) -> bool:
     """Record a trace the first time one of its hops arrives; False if it was known."""
-    async with conn.execute(ADD_TRACE, {"trace_id": trace_id, "now": utcnow()}) as cursor:
-        return cursor.rowcount == 1
+    return await fetch_one(conn, ADD_TRACE, {"trace_id": trace_id, "now": utcnow()}) is not None
 
 
 async def insert_hop(
@@ -118,8 +118,7 @@ async def list_hops(conn: aiosqlite.Connection, trace_id: str) -> list[Hop]:
 
 
 async def get_trace(conn: aiosqlite.Connection, trace_id: str) -> Trace | None:
-    async with conn.execute(GET_TRACE, {"trace_id": trace_id}) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(conn, GET_TRACE, {"trace_id": trace_id})
     return None if row is None else Trace.from_row(row)
 
 

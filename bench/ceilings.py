@@ -1,0 +1,197 @@
+"""Ceilings: the least work that does each measured operation, to set our figures against.
+
+`python -m bench.ceilings KIND --port N [--db PATH]` serves one of:
+
+- `bare`: an aiohttp app with one route, `GET /health` (the start-up ceiling);
+- `intake`: `POST /api/v1/calculations`: parse the JSON body, one INSERT (autocommit), 201 + id;
+- `result`: `GET /api/v1/calculations/{id}`: the stored `result` text, sent as it is;
+- `list`: `GET /api/v1/calculations?page&per_page&order&status`: one indexed OFFSET query.
+
+`kernel_calls` is the queue's ceiling: kernel runs back to back through one warm process pool.
+Heavy imports wait until a kind needs them, so that `bare` starts like a bare aiohttp app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+DB: web.AppKey[aiosqlite.Connection] = web.AppKey("db")
+TOTALS: web.AppKey[dict[str | None, int]] = web.AppKey("totals")
+SCHEMA = Path(__file__).resolve().parents[1] / "schema.sql"
+SMALL_RUN = (date(2024, 1, 1), date(2024, 1, 31), 1)
+
+INSERT = """
+INSERT INTO calculations (name, date_start, date_fin, lag, seed, created_at)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+SELECT_RESULT = "SELECT result FROM calculations WHERE id = ?"
+LIST = {
+    (order, filtered): "SELECT id, name, created_at, status FROM calculations"
+    + (" WHERE status = ?" if filtered else "")
+    + f" ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
+    for order in ("ASC", "DESC")
+    for filtered in (False, True)
+}
+
+
+def bare_app(db: Path | None) -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    return app
+
+
+def db_context(path: Path, *, schema: bool = False, readonly: bool = False) -> Any:
+    """A connection with our PRAGMAs (WAL, synchronous NORMAL, busy_timeout) in `app[DB]`."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        import aiosqlite
+
+        target = f"file:{path}?mode=ro" if readonly else str(path)
+        async with aiosqlite.connect(target, uri=readonly, isolation_level=None) as conn:
+            await conn.execute("PRAGMA busy_timeout = 5000")
+            if not readonly:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA synchronous = NORMAL")
+            if schema:
+                await conn.executescript(SCHEMA.read_text())
+            app[DB] = conn
+            yield
+
+    return context
+
+
+def intake_app(db: Path | None) -> web.Application:
+    import secrets
+    from datetime import UTC, datetime
+
+    async def create(request: web.Request) -> web.Response:
+        body = await request.json()
+        params = (
+            f"{body['date_start']}..{body['date_fin']} every {body['lag']}d",
+            body["date_start"],
+            body["date_fin"],
+            body["lag"],
+            secrets.randbelow(2**53),
+            datetime.now(UTC).isoformat(timespec="microseconds"),
+        )
+        row = await request.app[DB].execute_insert(INSERT, params)
+        assert row is not None
+        return web.json_response({"id": row[0], "status": "queued"}, status=201)
+
+    assert db is not None
+    app = web.Application()
+    app.cleanup_ctx.append(db_context(db, schema=True))
+    app.router.add_post("/api/v1/calculations", create)
+    return app
+
+
+def result_app(db: Path | None) -> web.Application:
+    async def get(request: web.Request) -> web.Response:
+        calc_id = int(request.match_info["calc_id"])
+        rows = list(await request.app[DB].execute_fetchall(SELECT_RESULT, (calc_id,)))
+        if not rows or rows[0][0] is None:
+            raise web.HTTPNotFound()
+        stored = rows[0][0]  # JSON text, or its UTF-8 bytes in a BLOB
+        body = stored if isinstance(stored, bytes) else stored.encode()
+        return web.Response(body=body, content_type="application/json")
+
+    assert db is not None
+    app = web.Application()
+    app.cleanup_ctx.append(db_context(db, readonly=True))
+    app.router.add_get(r"/api/v1/calculations/{calc_id:\d+}", get)
+    return app
+
+
+def list_app(db: Path | None) -> web.Application:
+    async def count(app: web.Application) -> None:
+        # The rows do not change while the benchmark lists them: counted once, not per request.
+        rows = await app[DB].execute_fetchall(
+            "SELECT status, count(*) FROM calculations GROUP BY status"
+        )
+        totals: dict[str | None, int] = {row[0]: row[1] for row in rows}
+        totals[None] = sum(totals.values())
+        app[TOTALS] = totals
+
+    async def get(request: web.Request) -> web.Response:
+        query = request.query
+        page, per_page = int(query.get("page", 1)), int(query.get("per_page", 10))
+        status = query.get("status")
+        order = "ASC" if query.get("order") == "asc" else "DESC"
+        params: list[Any] = [] if status is None else [status]
+        params += [per_page, (page - 1) * per_page]
+        rows = await request.app[DB].execute_fetchall(LIST[order, status is not None], params)
+        items = [{"id": r[0], "name": r[1], "created_at": r[2], "status": r[3]} for r in rows]
+        total = request.app[TOTALS].get(status, 0)
+        return web.json_response(
+            {
+                "items": items,
+                "page": page,
+                "per_page": per_page,
+                "total": total,
+                "pages": math.ceil(total / per_page),
+            }
+        )
+
+    assert db is not None
+    app = web.Application()
+    app.cleanup_ctx.append(db_context(db))
+    app.on_startup.append(count)
+    app.router.add_get("/api/v1/calculations", get)
+    return app
+
+
+APPS: dict[str, Callable[[Path | None], web.Application]] = {
+    "bare": bare_app,
+    "intake": intake_app,
+    "result": result_app,
+    "list": list_app,
+}
+
+
+def kernel_calls(count: int, warm: int = 5) -> tuple[float, list[float]]:
+    """`count` small kernel runs, each waited for before the next, through one warm
+    single-process spawn pool: the wall time of them all, and the time of each call."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import kernel
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        for seed in range(warm):
+            pool.submit(kernel.run, *SMALL_RUN, seed, 0.0).result()
+        times = []
+        started = time.perf_counter()
+        for seed in range(count):
+            call = time.perf_counter()
+            pool.submit(kernel.run, *SMALL_RUN, seed, 0.0).result()
+            times.append(time.perf_counter() - call)
+        return time.perf_counter() - started, times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ceilings")
+    parser.add_argument("kind", choices=sorted(APPS))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db", type=Path)
+    args = parser.parse_args()
+    app = APPS[args.kind](args.db)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

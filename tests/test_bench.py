@@ -1,0 +1,53 @@
+"""The benchmark harness runs end to end in tiny mode. Its numbers are noise there: only the
+shape of the report and that every scenario was measured are checked, never a target."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.report import ERROR, HEADER, parse_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ["intake", "queue", "latency", "large", "list", "responsive", "memory", "start"]
+
+
+def test_tiny_benchmark_measures_every_scenario(tmp_path: Path) -> None:
+    assert shutil.which("wrk"), "wrk is missing: `make test` installs it (apt-get install wrk)"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+    document = json.loads((tmp_path / "latest.json").read_text())
+    stamped = [path for path in tmp_path.glob("*.json") if path.name != "latest.json"]
+    assert len(stamped) == 1
+    assert json.loads(stamped[0].read_text()) == document
+
+    rows = document["rows"]
+    assert document["mode"] == "tiny"
+    assert document["columns"] == list(HEADER)
+    assert list(document["scenarios"]) == SCENARIOS
+    assert {name: outcome["status"] for name, outcome in document["scenarios"].items()} == (
+        dict.fromkeys(SCENARIOS, "ok")
+    )
+    assert sorted({row["scenario"] for row in rows}) == sorted(SCENARIOS)
+    assert [row for row in rows if row["result"] == ERROR] == []
+    assert {row["result"] for row in rows} <= {"pass", "FAIL", "info"}
+
+    printed = parse_table(proc.stdout)
+    assert printed == [row["cells"] for row in rows]
+    assert all(len(cells) == len(HEADER) and all(cells) for cells in printed)
+
+    machine = document["machine"]
+    assert machine["nproc"] >= 1
+    assert machine["python"] == sys.version.split()[0]
+    assert set(machine["packages"]) == {"aiohttp", "aiosqlite", "pandas", "numpy"}
+    assert machine["sqlite"]
