@@ -13,7 +13,7 @@ from service.consumer import consumer_context, pool_context, release_waiters
 from service.db import db_context
 from service.errors import error_middleware
 from service.keys import CONFIG, METRICS
-from service.logs import request_log_middleware
+from service.logs import add_request_id, request_log_middleware
 from service.metrics import Metrics, metrics_middleware
 from service.parser import make_parser
 from service.pingpong import pingpong_context, setup_pingpong_routes
@@ -35,6 +35,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app.on_shutdown.append(release_waiters)
+    app.on_response_prepare.append(add_request_id)
     # Torn down in reverse: the consumer stops, then the pool, then the database closes.
     app.cleanup_ctx.extend([db_context, pool_context, consumer_context])
     app.cleanup_ctx.append(pingpong_context)  # stops its forwards before the database closes

@@ -16,6 +16,11 @@ CRC32_POLYNOMIAL = 0xEDB88320
 
 def gzip_around(prefix: bytes, body: Deflated, suffix: bytes) -> bytes:
     """A gzip file of prefix + the deflated body + suffix."""
+    return b"".join(gzip_parts(prefix, body, suffix))
+
+
+def gzip_parts(prefix: bytes, body: Deflated, suffix: bytes) -> list[bytes]:
+    """The same gzip file in three parts, the stored deflate blocks in the middle untouched."""
     head = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     start = head.compress(prefix) + head.flush(zlib.Z_SYNC_FLUSH)
     tail = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -24,7 +29,7 @@ def gzip_around(prefix: bytes, body: Deflated, suffix: bytes) -> bytes:
         crc32_combine(zlib.crc32(prefix), body.crc, body.size), zlib.crc32(suffix), len(suffix)
     )
     size = (len(prefix) + body.size + len(suffix)) & 0xFFFFFFFF
-    return b"".join((GZIP_HEADER, start, body.data, end, struct.pack("<II", crc, size)))
+    return [GZIP_HEADER + start, body.data, end + struct.pack("<II", crc, size)]
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

@@ -15,7 +15,7 @@ import aiosqlite
 from aiohttp import web
 
 import kernel
-from service.keys import CONFIG, DB
+from service.keys import CONFIG, DB, DB_READ, DB_RESULTS
 from service.models import Calculation, Status, Summary
 
 log = logging.getLogger(__name__)
@@ -339,8 +339,25 @@ async def count_by_status(conn: aiosqlite.Connection) -> dict[Status, int]:
     return counts
 
 
+@asynccontextmanager
+async def connect_reader(db_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """A connection that only reads. In WAL mode it reads beside the writer, never waiting
+    for it, and sees every commit made before each statement starts."""
+    async with aiosqlite.connect(db_path, isolation_level=None) as conn:
+        conn.row_factory = aiosqlite.Row
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA query_only = 1")
+        yield conn
+
+
 async def db_context(app: web.Application) -> AsyncIterator[None]:
+    """Three connections, each with its own thread, so that no kind of work queues behind
+    another: one writes, one reads small rows (lists, counts), one reads large results."""
     config = app[CONFIG]
-    async with connect(config.db_path, config.schema_path, config.max_attempts) as conn:
-        app[DB] = conn
+    async with (
+        connect(config.db_path, config.schema_path, config.max_attempts) as writer,
+        connect_reader(config.db_path) as reader,
+        connect_reader(config.db_path) as results,
+    ):
+        app[DB], app[DB_READ], app[DB_RESULTS] = writer, reader, results
         yield

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from service.pool import KernelPool
 
 CONFIG = web.AppKey("config", Config)
-DB = web.AppKey("db", aiosqlite.Connection)
+DB = web.AppKey("db", aiosqlite.Connection)  # the one that writes
+DB_READ = web.AppKey("db_read", aiosqlite.Connection)  # lists, counts, small rows
+DB_RESULTS = web.AppKey("db_results", aiosqlite.Connection)  # large results
 POOL: web.AppKey[KernelPool] = web.AppKey("pool")
 CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

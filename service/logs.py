@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 log = logging.getLogger("service.access")
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+REQUEST_ID_KEY = "request_id"  # the same id on the request, for when the answer is sent
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Attributes a log call may pass with `extra=` that are worth a field of their own.
 FIELDS = ("calc_id", "trace_id", "method", "path", "status", "duration_ms")
@@ -52,18 +53,23 @@ def configure(level: str, fmt: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, streamed ones too: their headers leave before the handler returns."""
+    response.headers["X-Request-ID"] = request.get(REQUEST_ID_KEY, REQUEST_ID.get())
+
+
 @web.middleware
 async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Names each request (X-Request-ID, taken from the client when sane) and logs it once."""
     given = request.headers.get("X-Request-ID", "")
     request_id = given if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     token = REQUEST_ID.set(request_id)
+    request[REQUEST_ID_KEY] = request_id
     started = time.perf_counter()
     status = 500
     try:
         response = await handler(request)
         status = response.status
-        response.headers["X-Request-ID"] = request_id
         return response
     finally:
         duration_ms = round((time.perf_counter() - started) * 1000, 3)

@@ -269,6 +269,8 @@ async def test_gzip_answer_is_the_same_json_smaller(client: Client) -> None:
         assert "Content-Encoding" not in plain.headers
         assert plain.headers["Vary"] == "Accept-Encoding"
         plain_body = await plain.read()
+        assert len(plain_body) > 256 * 1024  # large enough to be streamed in pieces
+        assert plain.headers["X-Request-ID"]
         zipped = await client.get(url, headers={"Accept-Encoding": "gzip, deflate"})
         assert zipped.headers["Content-Encoding"] == "gzip"
         assert await zipped.read() == plain_body  # the client decompressed and checked the CRC

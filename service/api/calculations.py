@@ -22,9 +22,9 @@ from aiohttp_apigami import (
 )
 
 from service import db
-from service.compression import accepts_gzip, gzip_around
+from service.compression import accepts_gzip, gzip_parts
 from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull
-from service.keys import CONFIG, CONSUMER, DB, METRICS
+from service.keys import CONFIG, CONSUMER, DB, DB_READ, DB_RESULTS, METRICS
 from service.models import TERMINAL, Calculation, Status, point_count
 from service.schemas import (
     MAX_SEED,
@@ -39,6 +39,8 @@ from service.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024  # bodies larger than this are streamed in pieces of this size
 
 # Made once: building a marshmallow schema costs more than using it.
 CREATED = CalculationCreated()
@@ -129,7 +131,7 @@ def created_response(request: web.Request, calc: Calculation, status: int) -> we
 @response_schema(CalculationPage, 200)
 async def list_calculations(request: web.Request) -> web.Response:
     query = request["querystring"]
-    conn, per_page, status = request.app[DB], query["per_page"], query.get("status")
+    conn, per_page, status = request.app[DB_READ], query["per_page"], query.get("status")
     total = await db.count_calculations(conn, status=status)
     calcs = await db.list_calculations(
         conn,
@@ -157,18 +159,18 @@ async def list_calculations(request: web.Request) -> web.Response:
 )
 @querystring_schema(CalculationQuery)
 @response_schema(CalculationOut, 200)
-async def get_calculation(request: web.Request) -> web.Response:
+async def get_calculation(request: web.Request) -> web.StreamResponse:
     calc_id = int(request.match_info["calc_id"])
     query = request["querystring"]
     form: Form = "gzip" if accepts_gzip(request.headers.get("Accept-Encoding", "")) else "plain"
     wait = query.get("wait")
     if wait is None:
-        calc = await db.get_calculation(request.app[DB], calc_id, form)
+        calc = await db.get_calculation(request.app[DB_RESULTS], calc_id, form)
     else:
         calc = await get_when_ended(request.app, calc_id, form, wait)
     if calc is None:
         raise CalculationNotFound(f"calculation {calc_id} does not exist")
-    return calculation_response(calc, query["fields_"])
+    return await send_calculation(request, calc, query["fields_"])
 
 
 async def get_when_ended(
@@ -177,12 +179,12 @@ async def get_when_ended(
     """The run once it has ended, or as it is after `wait` seconds. No polling: the consumer
     wakes the waiters of a run when it ends."""
     with app[CONSUMER].watch(calc_id) as ended:
-        calc = await db.get_calculation(app[DB], calc_id, form)
+        calc = await db.get_calculation(app[DB_RESULTS], calc_id, form)
         if calc is None or calc.status in TERMINAL:
             return calc
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), wait)
-    return await db.get_calculation(app[DB], calc_id, form)
+    return await db.get_calculation(app[DB_RESULTS], calc_id, form)
 
 
 @docs(
@@ -192,7 +194,7 @@ async def get_when_ended(
     responses={**NOT_FOUND, 409: error("The run has already ended.")},
 )
 @response_schema(CalculationOut, 200, description="Cancelled.")
-async def cancel_calculation(request: web.Request) -> web.Response:
+async def cancel_calculation(request: web.Request) -> web.StreamResponse:
     calc_id = int(request.match_info["calc_id"])
     conn, consumer = request.app[DB], request.app[CONSUMER]
     calc = await db.cancel(conn, calc_id)
@@ -205,24 +207,46 @@ async def cancel_calculation(request: web.Request) -> web.Response:
     consumer.finished(calc_id)
     request.app[METRICS].finished(Status.CANCELLED)
     log.info("calculation %d cancelled", calc_id, extra={"calc_id": calc_id})
-    return calculation_response(calc, ())
+    return await send_calculation(request, calc, ())
 
 
-def calculation_response(calc: Calculation, extra: tuple[str, ...] | list[str]) -> web.Response:
-    """The run as JSON, with its stored result spliced in as it is, never parsed: compressed
-    once when stored, for a gzip answer."""
+async def send_calculation(
+    request: web.Request, calc: Calculation, extra: tuple[str, ...] | list[str]
+) -> web.StreamResponse:
+    """The run as JSON, with its stored result spliced in as it is, never parsed: as stored
+    JSON, or, for a gzip answer, as the deflate blocks compressed once when it was stored."""
     shown = ["id", "created_at", "status", *dict.fromkeys(extra)]
     if calc.status is Status.FAILED:
         shown.append("error")
     meta: dict[str, Any] = calculation_schema(tuple(shown)).dump(calc)
     prefix, suffix = (json.dumps(meta)[:-1] + ', "result": ').encode(), b"}"
-    response = web.Response(content_type="application/json", headers={"Vary": "Accept-Encoding"})
+    headers = {"Vary": "Accept-Encoding"}
     if calc.status is not Status.DONE:
-        response.body = prefix + b"null" + suffix
+        parts = [prefix, b"null", suffix]
     elif calc.deflated is not None:
-        response.body = gzip_around(prefix, calc.deflated, suffix)
-        response.headers["Content-Encoding"] = "gzip"
+        parts = gzip_parts(prefix, calc.deflated, suffix)
+        headers["Content-Encoding"] = "gzip"
     else:
         assert calc.result is not None
-        response.body = b"".join((prefix, calc.result, suffix))
+        parts = [prefix, calc.result, suffix]
+    return await send_parts(request, parts, "application/json", headers)
+
+
+async def send_parts(
+    request: web.Request, parts: list[bytes], content_type: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    """A body made of parts. A large one goes out in chunks, each written when the socket
+    has room, so that the loop serves other requests between them and no copy of the whole
+    body is ever made."""
+    size = sum(len(part) for part in parts)
+    if size <= CHUNK:
+        return web.Response(body=b"".join(parts), content_type=content_type, headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_type, response.content_length = content_type, size
+    await response.prepare(request)
+    for part in parts:
+        view = memoryview(part)
+        for start in range(0, len(view), CHUNK):
+            await response.write(view[start : start + CHUNK])
+    await response.write_eof()
     return response

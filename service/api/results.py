@@ -9,7 +9,7 @@ from aiohttp_apigami import docs
 
 from service import db
 from service.errors import CalculationNotFound, ResultNotReady
-from service.keys import DB
+from service.keys import DB_RESULTS
 from service.schemas import ErrorOut
 
 CSV_RESPONSES: dict[int, dict[str, Any]] = {
@@ -40,7 +40,7 @@ CSV_RESPONSES: dict[int, dict[str, Any]] = {
 @docs(tags=["calculations"], summary="The result of a done run as CSV", responses=CSV_RESPONSES)
 async def get_result_csv(request: web.Request) -> web.Response:
     calc_id = int(request.match_info["calc_id"])
-    conn = request.app[DB]
+    conn = request.app[DB_RESULTS]
     csv = await db.get_result_csv(conn, calc_id)
     if csv is None:
         # Only on refusal: tells an unknown id from a run that has no result.

@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 from yarl import URL
 
 from service.errors import BadRequest
-from service.keys import DB, PINGPONG
+from service.keys import DB_READ, PINGPONG
 from service.models import Outcome, Peer
 from service.parser import NOT_AN_OBJECT, make_parser
 from service.pingpong import db
@@ -160,7 +160,7 @@ def partner_url(request: web.Request, pipeline: Pipeline, partner: Peer) -> URL:
 )
 @response_schema(TraceOut, 200)
 async def get_trace(request: web.Request) -> web.Response:
-    conn, trace_id = request.app[DB], request.match_info["trace_id"]
+    conn, trace_id = request.app[DB_READ], request.match_info["trace_id"]
     trace = await db.get_trace(conn, trace_id)
     if trace is None:
         raise TraceNotFound(f"trace {trace_id} does not exist")
@@ -186,7 +186,7 @@ async def get_trace(request: web.Request) -> web.Response:
 @querystring_schema(TraceListQuery)
 @response_schema(TracePage, 200)
 async def list_traces(request: web.Request) -> web.Response:
-    query, conn = request["querystring"], request.app[DB]
+    query, conn = request["querystring"], request.app[DB_READ]
     page, per_page = query["page"], query["per_page"]
     total = await db.count_traces(conn)
     traces = await db.list_traces(conn, limit=per_page, offset=(page - 1) * per_page)
