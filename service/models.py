@@ -43,12 +43,6 @@ class Deflated(NamedTuple):
     crc: int
     size: int
 
-    @classmethod
-    def from_row(cls, row: Row) -> Deflated | None:
-        if row["result_deflated"] is None:
-            return None
-        return cls(row["result_deflated"], row["result_crc"], row["result_size"])
-
 
 class Summary(NamedTuple):
     """A run as the list shows it, straight from its row: the list is the hottest read, so
@@ -80,7 +74,6 @@ class Calculation:
 
     @classmethod
     def from_row(cls, row: Row) -> Calculation:
-        columns = row.keys()
         created_at = _timestamp(row["created_at"])
         assert created_at is not None
         return cls(
@@ -97,8 +90,6 @@ class Calculation:
             finished_at=_timestamp(row["finished_at"]),
             duration=row["duration"],
             error=row["error"],
-            result=row["result"] if "result" in columns else None,
-            deflated=Deflated.from_row(row) if "result_deflated" in columns else None,
         )
 
 

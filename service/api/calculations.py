@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import secrets
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import (
@@ -23,6 +23,7 @@ from aiohttp_apigami import (
 
 from service import db
 from service.compression import accepts_gzip, gzip_parts
+from service.db import Form
 from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull
 from service.keys import CONFIG, CONSUMER, DB, DB_READ, DB_RESULTS, METRICS
 from service.models import TERMINAL, Calculation, Status, point_count
@@ -40,7 +41,7 @@ from service.schemas import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024  # bodies larger than this are streamed in pieces of this size
+CHUNK = 1024 * 1024  # bodies larger than this are streamed in pieces of this size
 
 # Made once: building a marshmallow schema costs more than using it.
 CREATED = CalculationCreated()
@@ -49,9 +50,6 @@ CREATED = CalculationCreated()
 @functools.lru_cache(maxsize=64)
 def calculation_schema(shown: tuple[str, ...]) -> CalculationOut:
     return CalculationOut(only=shown)
-
-
-Form = Literal["plain", "gzip"]
 
 
 def error(description: str) -> dict[str, Any]:
@@ -132,14 +130,12 @@ def created_response(request: web.Request, calc: Calculation, status: int) -> we
 async def list_calculations(request: web.Request) -> web.Response:
     query = request["querystring"]
     conn, per_page, status = request.app[DB_READ], query["per_page"], query.get("status")
-    total = await db.count_calculations(conn, status=status)
-    calcs = await db.list_calculations(
+    calcs, total = await db.list_calculations(
         conn,
         limit=per_page,
         offset=(query["page"] - 1) * per_page,
         descending=query["order"] == "desc",
         status=status,
-        total=total,
     )
     page = {
         "items": [calc._asdict() for calc in calcs],  # the shape of CalculationSummary
@@ -165,7 +161,7 @@ async def get_calculation(request: web.Request) -> web.StreamResponse:
     form: Form = "gzip" if accepts_gzip(request.headers.get("Accept-Encoding", "")) else "plain"
     wait = query.get("wait")
     if wait is None:
-        calc = await db.get_calculation(request.app[DB_RESULTS], calc_id, form)
+        calc = await request.app[DB_RESULTS].get(calc_id, form)
     else:
         calc = await get_when_ended(request.app, calc_id, form, wait)
     if calc is None:
@@ -179,12 +175,12 @@ async def get_when_ended(
     """The run once it has ended, or as it is after `wait` seconds. No polling: the consumer
     wakes the waiters of a run when it ends."""
     with app[CONSUMER].watch(calc_id) as ended:
-        calc = await db.get_calculation(app[DB_RESULTS], calc_id, form)
+        calc = await app[DB_RESULTS].get(calc_id, form)
         if calc is None or calc.status in TERMINAL:
             return calc
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), wait)
-    return await db.get_calculation(app[DB_RESULTS], calc_id, form)
+    return await app[DB_RESULTS].get(calc_id, form)
 
 
 @docs(

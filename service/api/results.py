@@ -9,7 +9,7 @@ from aiohttp_apigami import docs
 
 from service import db
 from service.errors import CalculationNotFound, ResultNotReady
-from service.keys import DB_RESULTS
+from service.keys import DB_READ, DB_RESULTS
 from service.schemas import ErrorOut
 
 CSV_RESPONSES: dict[int, dict[str, Any]] = {
@@ -40,16 +40,15 @@ CSV_RESPONSES: dict[int, dict[str, Any]] = {
 @docs(tags=["calculations"], summary="The result of a done run as CSV", responses=CSV_RESPONSES)
 async def get_result_csv(request: web.Request) -> web.Response:
     calc_id = int(request.match_info["calc_id"])
-    conn = request.app[DB_RESULTS]
-    csv = await db.get_result_csv(conn, calc_id)
+    csv = await request.app[DB_RESULTS].csv(calc_id)
     if csv is None:
         # Only on refusal: tells an unknown id from a run that has no result.
-        calc = await db.get_calculation(conn, calc_id)
+        calc = await db.get_calculation(request.app[DB_READ], calc_id)
         if calc is None:
             raise CalculationNotFound(f"calculation {calc_id} does not exist")
         raise ResultNotReady(f"calculation {calc_id} has no result: its status is {calc.status}")
     return web.Response(
-        text=csv,
+        body=csv,
         content_type="text/csv",
         charset="utf-8",
         headers={"Content-Disposition": f'attachment; filename="calculation-{calc_id}.csv"'},
