@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import zlib
 from datetime import date
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 COLUMNS = ("date", "liquid", "oil", "water", "wct")
 LIQUID_NOISE = 0.05  # relative standard deviation of the liquid rate around its level
 OIL_NOISE = 0.03
+PARENT_CHECK_INTERVAL = 0.5  # seconds
 
 
 def calculate(date_start: date, date_fin: date, lag: int, seed: int) -> pd.DataFrame:
@@ -124,12 +126,23 @@ def run(date_start: date, date_fin: date, lag: int, seed: int, delay: float = 0.
     )
 
 
-def init_worker() -> None:
-    """Prepare a kernel process: the server decides when it stops, and the first run does
-    not pay for importing pandas."""
+def init_worker(server: int) -> None:
+    """Prepare a kernel process: the server decides when it stops, it does not outlive the
+    server, and the first run does not pay for importing pandas."""
     import signal
+    import threading
 
     # Ctrl-C reaches the whole process group; the server's shutdown handles it, not the kernel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(server,), daemon=True).start()
     import numpy  # noqa: F401
     import pandas  # noqa: F401
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A server killed outright (SIGKILL, out of memory) cannot stop its kernel processes,
+    and they hold their own task pipe open, so nothing else would end them: they watch for
+    being handed to another parent, and leave."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_INTERVAL)
+    os._exit(1)

@@ -19,10 +19,12 @@ CREATE TABLE IF NOT EXISTS calculations (
     -- A client's Idempotency-Key and the hash of the body it came with.
     idempotency_key TEXT,
     request_hash    TEXT,
-    -- Last, so that reading the other columns never touches the overflow pages of a large result.
-    result      BLOB,     -- JSON in UTF-8, served as it is
-    result_deflated BLOB, -- the same, compressed once for gzip answers (see kernel.Output)
     result_crc  INTEGER,  -- CRC-32 of result
+    -- The large columns come last, so that reading any other column never walks their
+    -- overflow pages; each is read by walking the pages of those before it, so the smallest
+    -- and most read (gzip is what browsers ask for) comes first.
+    result_deflated BLOB, -- result, compressed once for gzip answers (see kernel.Output)
+    result      BLOB,     -- JSON in UTF-8, served as it is
     result_csv  TEXT      -- the same rows as CSV
 );
 

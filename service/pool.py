@@ -46,6 +46,8 @@ class Slot:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=kernel.init_worker,
+            # Given, not read in the child: the server may already be gone when it starts.
+            initargs=(os.getpid(),),
         )
         self._ready = asyncio.get_running_loop().run_in_executor(self._executor, os.getpid)
         self._stopping = False

@@ -119,3 +119,19 @@ async def wait_until_up(base_url: str, timeout: float = 30.0) -> None:
                     return
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive, and not a zombie waiting for its parent to collect it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -41,7 +41,7 @@ from service.schemas import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024  # bodies larger than this are streamed in pieces of this size
+CHUNK = 256 * 1024  # bodies larger than this are streamed in pieces of this size
 
 # Made once: building a marshmallow schema costs more than using it.
 CREATED = CalculationCreated()
