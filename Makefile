@@ -18,11 +18,11 @@ run: $(STAMP)
 # The page's browser tests drive Debian's Chromium, never a browser build of their own;
 # the benchmark's own test drives wrk. Both are Debian packages, installed when missing.
 test: $(STAMP) tools
+	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90
 
 tools:
 	command -v chromium >/dev/null && command -v wrk >/dev/null || \
 	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium wrk)
-	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
-# The benchmark (up to 5 minutes; not part of `make test`): see docs/performance.md.
+# The benchmark (up to 5 minutes; not part of `make test`): see README, Performance.
 bench: $(STAMP) tools
 	$(PY) -m bench
 
