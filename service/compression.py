@@ -14,13 +14,9 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 CRC32_POLYNOMIAL = 0xEDB88320
 
 
-def gzip_around(prefix: bytes, body: Deflated, suffix: bytes) -> bytes:
-    """A gzip file of prefix + the deflated body + suffix."""
-    return b"".join(gzip_parts(prefix, body, suffix))
-
-
 def gzip_parts(prefix: bytes, body: Deflated, suffix: bytes) -> list[bytes]:
-    """The same gzip file in three parts, the stored deflate blocks in the middle untouched."""
+    """A gzip file of prefix + the deflated body + suffix, in three parts: the stored deflate
+    blocks in the middle untouched, so that they are sent without a copy."""
     head = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     start = head.compress(prefix) + head.flush(zlib.Z_SYNC_FLUSH)
     tail = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)

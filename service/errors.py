@@ -28,7 +28,6 @@ HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
-    429: "too_many_requests",
     415: "unsupported_media_type",
 }
 

@@ -72,14 +72,16 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         status = response.status
         return response
     finally:
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        extra = {"method": request.method, "path": request.path, "status": status}
-        log.info(
-            "%s %s %d %.1f ms",
-            request.method,
-            request.path_qs,
-            status,
-            duration_ms,
-            extra={**extra, "duration_ms": duration_ms},
-        )
+        # Only when it will be written: this runs on every request.
+        if log.isEnabledFor(logging.INFO):
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            fields = {"method": request.method, "path": request.path, "status": status}
+            log.info(
+                "%s %s %d %.1f ms",
+                request.method,
+                request.path_qs,
+                status,
+                duration_ms,
+                extra={**fields, "duration_ms": duration_ms},
+            )
         REQUEST_ID.reset(token)

@@ -7,7 +7,6 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.keys import METRICS
 from service.models import Status
@@ -54,9 +53,6 @@ class Metrics:
         self.queued.set(queued)
         self.running.set(running)
         return generate_latest(self.registry)
-
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 @web.middleware

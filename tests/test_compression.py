@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 import kernel
-from service.compression import accepts_gzip, crc32_combine, gzip_around
+from service.compression import accepts_gzip, crc32_combine, gzip_parts
 from service.models import Deflated
 
 
@@ -23,7 +23,7 @@ def test_crc32_combine_matches_the_crc_of_the_whole(size: int) -> None:
 def test_spliced_gzip_decompresses_to_prefix_body_suffix(body: bytes) -> None:
     deflated = Deflated(kernel.deflate_for_splicing(body), zlib.crc32(body), len(body))
     prefix, suffix = b'{"id": 7, "result": ', b"}"
-    assert gzip.decompress(gzip_around(prefix, deflated, suffix)) == prefix + body + suffix
+    assert gzip.decompress(b"".join(gzip_parts(prefix, deflated, suffix))) == prefix + body + suffix
 
 
 @pytest.mark.parametrize(

@@ -78,8 +78,8 @@ async def create_calculation(request: web.Request) -> web.Response:
     if points > config.max_points:
         message = f"The result would have {points} rows; the limit is {config.max_points}."
         raise InvalidRequest("some fields are invalid", {"lag": [message]})
-    # Hashed as sent, before a seed is drawn, so that a retry of the same body matches.
-    request_hash = None if key is None else body_hash(await request.read())
+    # Hashed before a seed is drawn, so that a retry of the same body matches.
+    request_hash = None if key is None else params_hash(params)
     params.setdefault("seed", secrets.randbelow(MAX_SEED + 1))
     calc = await db.insert_calculation(
         conn,
@@ -96,8 +96,9 @@ async def create_calculation(request: web.Request) -> web.Response:
     return created_response(request, calc, 201)
 
 
-def body_hash(body: bytes) -> str:
-    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+def params_hash(params: dict[str, Any]) -> str:
+    """The validated request, in key order: the same run asked for twice hashes the same."""
+    canonical = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -6,10 +6,10 @@ import logging
 
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service import db
 from service.keys import CONSUMER_TASK, DB_READ, METRICS
-from service.metrics import CONTENT_TYPE
 from service.models import Status
 from service.schemas import Health
 
@@ -41,5 +41,5 @@ async def metrics(request: web.Request) -> web.Response:
     counts = await db.count_by_status(request.app[DB_READ])
     text = request.app[METRICS].render(counts[Status.QUEUED], counts[Status.RUNNING])
     response = web.Response(body=text)
-    response.headers["Content-Type"] = CONTENT_TYPE
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
