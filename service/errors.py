@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from marshmallow import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -108,18 +107,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error")
-
-
-def on_validation_error(error: ValidationError, *args: Any, **kwargs: Any) -> NoReturn:
-    """Turn a schema's refusal into a 422 naming each field and what is wrong with it."""
-    messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-    fields = {str(k): v for k, v in messages.items()}
-    # webargs files querystring errors under "querystring"; the fields inside are what users sent.
-    for location in ("json", "querystring", "headers"):
-        nested = fields.pop(location, None)
-        if isinstance(nested, dict):
-            fields.update(nested)
-    raise InvalidRequest("some fields are invalid", fields)
 
 
 class ResultNotReady(ApiError):

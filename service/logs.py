@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,16 @@ REQUEST_ID_KEY = "request_id"  # the same id on the request, for when the answer
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Attributes a log call may pass with `extra=` that are worth a field of their own.
 FIELDS = ("calc_id", "trace_id", "method", "path", "status", "duration_ms")
+# A made id is this process's random half and a count: unique like a UUID4, without reading
+# the system's random source on every request (a system call that costs more than the rest).
+ID_PREFIX = os.urandom(8).hex()
+ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{ID_PREFIX}{next(ID_COUNTER):016x}"
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
@@ -62,7 +73,7 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
 async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Names each request (X-Request-ID, taken from the client when sane) and logs it once."""
     given = request.headers.get("X-Request-ID", "")
-    request_id = given if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    request_id = given if SAFE_REQUEST_ID.fullmatch(given) else new_request_id()
     token = REQUEST_ID.set(request_id)
     request[REQUEST_ID_KEY] = request_id
     started = time.perf_counter()

@@ -44,6 +44,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Children by labels, found once: `labels()` takes a lock and builds a key each time.
+        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def http_answered(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._http.get(key)
+        if children is None:
+            children = self._http[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_seconds.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
     def finished(self, status: Status, duration: float | None = None) -> None:
         self.runs_finished.labels(status.value).inc()
         if duration is not None:
@@ -70,6 +84,5 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         # The route pattern, not the path: one series per route, whatever the ids.
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        metrics = request.app[METRICS]
-        metrics.http_requests.labels(request.method, route, str(status)).inc()
-        metrics.http_seconds.labels(request.method, route).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        request.app[METRICS].http_answered(request.method, route, status, seconds)

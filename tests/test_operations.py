@@ -240,6 +240,8 @@ async def test_request_id_is_returned_and_made_when_missing(client: Client) -> N
     assert given.headers["X-Request-ID"] == "abc-123"
     made = await client.get("/health")
     assert len(made.headers["X-Request-ID"]) == 32
+    again = await client.get("/health")
+    assert again.headers["X-Request-ID"] != made.headers["X-Request-ID"]
     unsafe = await client.get("/health", headers={"X-Request-ID": "a b\tc"})
     assert unsafe.headers["X-Request-ID"] != "a b\tc"
 

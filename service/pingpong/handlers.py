@@ -17,7 +17,7 @@ from yarl import URL
 from service.errors import BadRequest
 from service.keys import DB_READ, PINGPONG
 from service.models import Outcome, Peer
-from service.parser import NOT_AN_OBJECT, make_parser
+from service.parser import NOT_AN_OBJECT, read_json_object
 from service.pingpong import db
 from service.pingpong.errors import (
     DuplicateHop,
@@ -38,7 +38,6 @@ from service.pingpong.schemas import (
 from service.pingpong.trace import summarize
 from service.schemas import ErrorOut
 
-PARSER = make_parser()
 PAYLOAD = PingPongPayload()
 HOP_ID = PingPongPayload(only=("trace_id", "hop"))
 
@@ -112,7 +111,7 @@ async def read_object(request: web.Request) -> tuple[dict[str, Any], str]:
     """The body as a JSON object, by the rules of every other endpoint (service/parser.py),
     and as the strict JSON text its trace stores."""
     try:
-        body: dict[str, Any] = await PARSER.load_json(request, PAYLOAD)
+        body: dict[str, Any] = await read_json_object(request)
         # Python reads NaN, Infinity and 1e400 (as inf), which a strict JSON reader refuses.
         return body, json.dumps(body, allow_nan=False)
     except RecursionError:  # json gives up on very deep nesting
