@@ -12,12 +12,12 @@ from typing import NamedTuple
 import aiosqlite
 from aiohttp import web
 
-import kernel
 from service import db
 from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, METRICS, POOL
 from service.metrics import Metrics
 from service.models import Calculation, Status
 from service.pool import KernelDied, KernelPool, KernelStopped, Slot
+from service.worker import Stored, compute_and_store
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,15 @@ class Consumer:
                 loop = asyncio.get_running_loop()
                 timer = loop.call_later(self._kernel_timeout, self._kill, calc.id, TIME_LIMIT)
             started = time.perf_counter()
-            output: kernel.Output | Exception = await slot.run(
-                kernel.run, calc.date_start, calc.date_fin, calc.lag, calc.seed, self._kernel_delay
+            output: Stored | Exception = await slot.run(
+                compute_and_store,
+                calc.id,
+                calc.attempts,
+                calc.date_start,
+                calc.date_fin,
+                calc.lag,
+                calc.seed,
+                self._kernel_delay,
             )
         except Exception as exc:
             output = exc
@@ -158,15 +165,11 @@ class Consumer:
         return Outcome(output, time.perf_counter() - started, db.utcnow())
 
     async def _record(self, calc: Calculation, outcome: Outcome, reason: str | None) -> None:
-        if isinstance(outcome.output, kernel.Output):
-            done = await db.mark_done(
-                self._conn, calc, outcome.output, outcome.duration, outcome.ended_at
-            )
-            if done:
-                log.info(
-                    "calculation %d done in %.3f s", calc.id, outcome.duration, extra=ids(calc)
-                )
-                self._metrics.finished(Status.DONE, outcome.duration)
+        if isinstance(outcome.output, Stored):
+            if outcome.output.stored:  # by the kernel process, with the kernel's own time
+                duration = outcome.output.duration
+                log.info("calculation %d done in %.3f s", calc.id, duration, extra=ids(calc))
+                self._metrics.finished(Status.DONE, duration)
             return
         exc = outcome.output
         if reason == SHUTDOWN:
@@ -193,9 +196,10 @@ class Consumer:
 
 
 class Outcome(NamedTuple):
-    """How one attempt ended: the kernel's output or what it raised, and when."""
+    """How one attempt ended: what the kernel process stored, or what it raised, and when
+    the consumer saw it end (the time a failure is recorded with)."""
 
-    output: kernel.Output | Exception
+    output: Stored | Exception
     duration: float
     ended_at: str
 
@@ -206,7 +210,7 @@ def ids(calc: Calculation) -> dict[str, int]:
 
 
 async def pool_context(app: web.Application) -> AsyncIterator[None]:
-    pool = KernelPool(app[CONFIG].workers)
+    pool = KernelPool(app[CONFIG].workers, app[CONFIG].db_path)
     pool.start()
     app[POOL] = pool
     yield

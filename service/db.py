@@ -307,17 +307,27 @@ async def _fenced(conn: aiosqlite.Connection, sql: str, params: dict[str, Any]) 
     return await fetch_one(conn, sql, params) is not None
 
 
-async def mark_done(
-    conn: aiosqlite.Connection,
-    calc: Calculation,
+def connect_worker(db_path: Path) -> sqlite3.Connection:
+    """The connection a kernel process stores its results with."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA synchronous = NORMAL")  # a setting of each connection, not of the file
+    return conn
+
+
+def store_result(
+    conn: sqlite3.Connection,
+    calc_id: int,
+    attempt: int,
     output: kernel.Output,
     duration: float,
     ended_at: str | None = None,
 ) -> bool:
-    """Store the result of this attempt; False if the attempt is no longer the current one."""
+    """Store the result of this attempt; False if the attempt is no longer the current one.
+    Called in the kernel process, so that a large result never passes through the server."""
     params = {
-        "id": calc.id,
-        "attempt": calc.attempts,
+        "id": calc_id,
+        "attempt": attempt,
         "result": output.json,
         "deflated": output.deflated,
         "crc": output.crc,
@@ -325,7 +335,8 @@ async def mark_done(
         "duration": round(duration, 6),
         "now": ended_at or utcnow(),
     }
-    return await _fenced(conn, MARK_DONE, params)
+    # fetchall, not fetchone: the statement must run to its end for the write to commit.
+    return bool(conn.execute(MARK_DONE, params).fetchall())
 
 
 async def mark_failed(

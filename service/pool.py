@@ -11,9 +11,10 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-import kernel
+from service import worker
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,9 @@ class Slot:
     """One kernel process. A `ProcessPoolExecutor` of one worker, whose pid is known, so that
     killing it stops exactly the run it computes; a new process then takes its place."""
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, db_path: Path) -> None:
         self.number = number
+        self._db_path = db_path
         self._executor: ProcessPoolExecutor | None = None
         self._ready: asyncio.Future[int] | None = None
         self._pid: int | None = None
@@ -45,9 +47,9 @@ class Slot:
         self._executor = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=kernel.init_worker,
+            initializer=worker.init,
             # Given, not read in the child: the server may already be gone when it starts.
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self._db_path),
         )
         self._ready = asyncio.get_running_loop().run_in_executor(self._executor, os.getpid)
         self._stopping = False
@@ -100,8 +102,8 @@ class Slot:
 class KernelPool:
     """`workers` slots, started together so that the first run does not wait for pandas."""
 
-    def __init__(self, workers: int) -> None:
-        self.slots = [Slot(number) for number in range(workers)]
+    def __init__(self, workers: int, db_path: Path) -> None:
+        self.slots = [Slot(number, db_path) for number in range(workers)]
 
     def start(self) -> None:
         for slot in self.slots:

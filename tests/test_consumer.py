@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import zlib
@@ -16,15 +17,15 @@ from service import db
 from service.config import Config
 from service.consumer import Consumer
 from service.metrics import Metrics
-from service.models import Status
+from service.models import Calculation, Status
 from service.pool import KernelDied, KernelPool
 
 DAY = date(2024, 1, 1)
 
 
 @pytest.fixture
-async def pool() -> AsyncIterator[KernelPool]:
-    kernel_pool = KernelPool(workers=1)
+async def pool(config: Config) -> AsyncIterator[KernelPool]:
+    kernel_pool = KernelPool(workers=1, db_path=config.db_path)
     kernel_pool.start()
     yield kernel_pool
     kernel_pool.close()
@@ -53,6 +54,12 @@ async def stored_result(conn: aiosqlite.Connection, calc_id: int) -> bytes | Non
 
 def output(data: bytes) -> kernel.Output:
     return kernel.Output(data, kernel.deflate_for_splicing(data), zlib.crc32(data), "")
+
+
+def store(config: Config, calc: Calculation, data: bytes) -> bool:
+    """What a kernel process does once it has computed the attempt `calc`."""
+    with contextlib.closing(db.connect_worker(config.db_path)) as worker_conn:
+        return db.store_result(worker_conn, calc.id, calc.attempts, output(data), 0.1)
 
 
 async def test_empty_queue_does_nothing(consumer: Consumer) -> None:
@@ -136,7 +143,7 @@ async def test_interrupted_runs_are_queued_again_on_start(config: Config) -> Non
 
 
 async def test_only_the_current_attempt_may_write_its_outcome(
-    conn: aiosqlite.Connection,
+    conn: aiosqlite.Connection, config: Config
 ) -> None:
     calc_id = await insert(conn)
     first = await db.claim_next(conn)
@@ -146,9 +153,9 @@ async def test_only_the_current_attempt_may_write_its_outcome(
     second = await db.claim_next(conn)
     assert second is not None
     assert second.attempts == first.attempts + 1
-    assert await db.mark_done(conn, first, output(b"[1]"), 0.1) is False
+    assert store(config, first, b"[1]") is False
     assert await db.mark_failed(conn, first, "stale", None) is False
-    assert await db.mark_done(conn, second, output(b"[2]"), 0.1) is True
+    assert store(config, second, b"[2]") is True
     assert await db.mark_failed(conn, second, "late", None) is False
     calc = await db.get_calculation(conn, calc_id)
     assert calc is not None
@@ -156,12 +163,14 @@ async def test_only_the_current_attempt_may_write_its_outcome(
     assert await stored_result(conn, calc_id) == b"[2]"
 
 
-async def test_a_cancelled_run_is_not_written_over(conn: aiosqlite.Connection) -> None:
+async def test_a_cancelled_run_is_not_written_over(
+    conn: aiosqlite.Connection, config: Config
+) -> None:
     calc_id = await insert(conn)
     claimed = await db.claim_next(conn)
     assert claimed is not None
     assert await db.cancel(conn, calc_id) is not None
-    assert await db.mark_done(conn, claimed, output(b"[]"), 0.1) is False
+    assert store(config, claimed, b"[]") is False
     assert await db.cancel(conn, calc_id) is None
     calc = await db.get_calculation(conn, calc_id)
     assert calc is not None
