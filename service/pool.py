@@ -1,4 +1,5 @@
-"""Kernel processes: one single-process executor per slot, so that one run can be stopped alone."""
+"""Kernel processes: one per slot, each driven from the event loop through a pipe of its own,
+so that one run can be stopped alone and no thread stands between the loop and a process."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -29,51 +30,97 @@ class KernelDied(Exception):
     """The kernel process died by itself (killed from outside, out of memory, a crash)."""
 
 
+class KernelTraceback(Exception):
+    """Where in the kernel process an exception was raised: the cause of the one re-raised."""
+
+    def __str__(self) -> str:
+        return f"\n{self.args[0]}"
+
+
+class ProcessGone(Exception):
+    """The pipe to the process reached its end: the process exited or was killed."""
+
+
 class Slot:
-    """One kernel process. A `ProcessPoolExecutor` of one worker, whose pid is known, so that
-    killing it stops exactly the run it computes; a new process then takes its place."""
+    """One spawned kernel process whose pid is known, so that killing it stops exactly the run
+    it computes; a new process then takes its place. Calls and answers are small (the process
+    stores results itself) and go through a pipe the event loop watches."""
 
     def __init__(self, number: int, db_path: Path) -> None:
         self.number = number
         self._db_path = db_path
-        self._executor: ProcessPoolExecutor | None = None
+        self._process: BaseProcess | None = None
+        self._pipe: Connection | None = None
         self._ready: asyncio.Future[int] | None = None
-        self._pid: int | None = None
+        self._answer: asyncio.Future[Any] | None = None
         self._stopping = False
 
     def start(self) -> None:
         """Start the process without waiting for it: it imports pandas while the server starts."""
-        # spawn, not fork: the server process has threads (aiosqlite keeps one per connection).
-        self._executor = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=worker.init,
-            # Given, not read in the child: the server may already be gone when it starts.
-            initargs=(os.getpid(), self._db_path),
-        )
-        self._ready = asyncio.get_running_loop().run_in_executor(self._executor, os.getpid)
+        # spawn, not fork: the server process has threads (one per database connection).
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child_end = context.Pipe()
+        # Given, not read in the child: the server may already be gone when it starts.
+        args = (child_end, os.getpid(), self._db_path)
+        self._process = context.Process(target=worker.serve, args=args, daemon=True)
+        self._process.start()
+        child_end.close()
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        loop.add_reader(self._pipe.fileno(), self._on_message)
         self._stopping = False
 
     async def ready(self) -> None:
         """Wait until the process has started; a run's time limit counts from then."""
-        if self._executor is None:
+        if self._process is None:
             self.start()
         assert self._ready is not None
         try:
-            self._pid = await self._ready
-        except BrokenProcessPool:
+            await asyncio.shield(self._ready)
+        except ProcessGone:
             self._fail()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         await self.ready()
-        assert self._executor is not None
+        assert self._pipe is not None
         if self._stopping:  # stopped while it was starting: the run must not begin
             self._fail()
-        loop = asyncio.get_running_loop()
+        self._answer = asyncio.get_running_loop().create_future()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except BrokenProcessPool:
+            self._pipe.send((fn, args))
+            result: T = await self._answer
+            return result
+        except (ProcessGone, BrokenPipeError):
             self._fail()
+        finally:
+            self._answer = None
+
+    def _on_message(self) -> None:
+        assert self._pipe is not None
+        try:
+            kind, value, *rest = self._pipe.recv()
+        except (EOFError, OSError):
+            self._gone()
+            return
+        if kind == worker.READY:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(value)
+            return
+        if self._answer is None or self._answer.done():  # pragma: no cover (one call at a time)
+            return
+        if kind == worker.RAISED:
+            value.__cause__ = KernelTraceback(rest[0])
+            self._answer.set_exception(value)
+        else:
+            self._answer.set_result(value)
+
+    def _gone(self) -> None:
+        self._unwatch()
+        for future in (self._ready, self._answer):
+            if future is not None and not future.done():
+                future.set_exception(ProcessGone())
+                # Marked as seen: nobody may be waiting yet, and whoever awaits it still gets it.
+                future.exception()
 
     def _fail(self) -> NoReturn:
         """The process is gone or must go: a fresh one takes its place, and the run ends."""
@@ -87,16 +134,21 @@ class Slot:
     def kill(self) -> None:
         """End the process now; the run it computes raises `KernelStopped`."""
         self._stopping = True
-        if self._pid is not None:
+        if self._process is not None and self._process.pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
+                os.kill(self._process.pid, signal.SIGKILL)
+
+    def _unwatch(self) -> None:
+        if self._pipe is not None and not self._pipe.closed:
+            asyncio.get_running_loop().remove_reader(self._pipe.fileno())
+            self._pipe.close()
 
     def close(self) -> None:
+        """Let go of the process; one still running sees the pipe end and leaves."""
+        self._unwatch()
         if self._ready is not None and not self._ready.done():
             self._ready.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor, self._ready, self._pid = None, None, None
+        self._process, self._pipe, self._ready = None, None, None
 
 
 class KernelPool:

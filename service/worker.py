@@ -1,16 +1,21 @@
-"""What a kernel process does with a run: computes it and stores the result itself, so that a
-large result never passes through the server process (nor holds its event loop)."""
+"""A kernel process: answers the server's calls through its pipe, and computes each run and
+stores its result itself, so that a large result never passes through the server process."""
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 import time
+import traceback
 from datetime import date
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import kernel
 from service import db
+
+READY, RETURNED, RAISED = "ready", "returned", "raised"  # what the process sends back
 
 _conn: sqlite3.Connection | None = None
 
@@ -23,17 +28,38 @@ class Stored(NamedTuple):
     duration: float
 
 
-def init(server: int, db_path: Path) -> None:
-    """The initializer of a kernel process."""
+def serve(pipe: Connection, server: int, db_path: Path) -> None:
+    """The process's main loop: one call at a time, until the server closes the pipe."""
     global _conn
     kernel.init_worker(server)
     _conn = db.connect_worker(db_path)
+    pipe.send((READY, None))
+    while True:
+        try:
+            fn, args = pipe.recv()
+            pipe.send(answer(fn, args))
+        except (EOFError, BrokenPipeError):  # the server is gone
+            return
+
+
+def answer(fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What `fn(*args)` returned, or what it raised (as itself when it can be pickled) with the
+    traceback as text, for the server's log."""
+    try:
+        return (RETURNED, fn(*args))
+    except Exception as exc:
+        try:
+            pickle.dumps(exc)
+            raised = exc
+        except Exception:
+            raised = RuntimeError(f"{type(exc).__name__}: {exc}")
+        return (RAISED, raised, traceback.format_exc())
 
 
 def compute_and_store(
     calc_id: int, attempt: int, date_start: date, date_fin: date, lag: int, seed: int, delay: float
 ) -> Stored:
-    assert _conn is not None, "init() opens the connection"
+    assert _conn is not None, "serve() opens the connection"
     started = time.perf_counter()
     output = kernel.run(date_start, date_fin, lag, seed, delay)
     duration = time.perf_counter() - started
