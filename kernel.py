@@ -141,8 +141,8 @@ def init_worker(server: int) -> None:
 
 def _exit_with_parent(parent: int) -> None:
     """A server killed outright (SIGKILL, out of memory) cannot stop its kernel processes,
-    and they hold their own task pipe open, so nothing else would end them: they watch for
-    being handed to another parent, and leave."""
+    and one in the middle of a long run would not notice its pipe closing until the end:
+    they watch for being handed to another parent, and leave."""
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_INTERVAL)
     os._exit(1)

@@ -15,7 +15,7 @@ CRC32_POLYNOMIAL = 0xEDB88320
 
 
 def gzip_parts(prefix: bytes, body: Deflated, suffix: bytes) -> list[bytes]:
-    """A gzip file of prefix + the deflated body + suffix, in three parts: the stored deflate
+    """A gzip file of prefix + the deflated body + suffix, in parts: the stored deflate
     blocks in the middle untouched, so that they are sent without a copy."""
     head = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     start = head.compress(prefix) + head.flush(zlib.Z_SYNC_FLUSH)
@@ -25,7 +25,7 @@ def gzip_parts(prefix: bytes, body: Deflated, suffix: bytes) -> list[bytes]:
         crc32_combine(zlib.crc32(prefix), body.crc, body.size), zlib.crc32(suffix), len(suffix)
     )
     size = (len(prefix) + body.size + len(suffix)) & 0xFFFFFFFF
-    return [GZIP_HEADER + start, body.data, end + struct.pack("<II", crc, size)]
+    return [GZIP_HEADER + start, *body.data, end + struct.pack("<II", crc, size)]
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

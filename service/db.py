@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -17,8 +18,8 @@ import aiosqlite
 from aiohttp import web
 
 import kernel
-from service.keys import CONFIG, DB, DB_READ, DB_RESULTS
-from service.models import Calculation, Deflated, Status, Summary
+from service.keys import CONFIG, DB, DB_READ, READER
+from service.models import Calculation, Deflated, Pieces, Status, Summary
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ BUSY_TIMEOUT_MS = 5000
 READER_PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA query_only = 1")
 
 MMAP_SIZE = 1 << 30  # address space only: pages are mapped in as they are read
+# Under glibc's mmap threshold (256 KiB, set in __main__): see models.Pieces.
+PIECE = 256 * 1024 - 64  # with the bytes object's header, still under it
+INLINE_MAX = 64 * 1024  # a result this small is read on the loop: the read costs less than a hop
 T = TypeVar("T")
 NEAR_OFFSET = 1000  # scanning this many index entries costs less than a second statement
 Form = Literal["plain", "gzip"]
@@ -55,7 +59,9 @@ GET_CALCULATION = f"SELECT {COLUMNS} FROM calculations WHERE id = :id"
 
 # length() of a BLOB comes from the row's header: the result itself is not read.
 GET_CALCULATION_FOR_RESULT = f"""
-SELECT {COLUMNS}, result_crc, length(result) AS result_size FROM calculations WHERE id = :id
+SELECT {COLUMNS}, result_crc, length(result) AS result_size,
+       length(result_deflated) AS deflated_size
+FROM calculations WHERE id = :id
 """
 
 CLAIM_NEXT = f"""
@@ -233,69 +239,135 @@ async def get_calculation(conn: aiosqlite.Connection, calc_id: int) -> Calculati
     return None if row is None else Calculation.from_row(row)
 
 
-class Results:
-    """Reads large results, in a thread of its own, with SQLite's incremental blob I/O: a
-    query copies a multi-megabyte column while holding the GIL, which stalls the event loop;
-    a blob read does not, and is faster too (measured in `make bench`, large result)."""
+class Reader:
+    """Every read of runs for the API, each where it costs least. What is small and bounded (a
+    run's row, a small result, a count, a page near either end of the list) is read on the
+    event loop: one indexed statement there costs less than the hand-over to a thread and
+    back. What can be large or long (a result over INLINE_MAX, a CSV, a page deep in the middle
+    of the list) is read in a thread of its own, large results with incremental blob I/O: a
+    query copies a multi-megabyte column while holding the GIL, a blob read does not."""
 
     def __init__(self, db_path: Path) -> None:
         self._path = db_path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results")
-        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader")
+        self._here: sqlite3.Connection | None = None  # used on the event loop's thread only
+        self._there: sqlite3.Connection | None = None  # used in the reader thread only
 
     async def open(self) -> None:
-        await self._call(self._open)
+        self._here = open_reader(self._path)
+        # Mapped, the hundreds of pages a large result spans are read without a system call each.
+        self._there = await self._in_thread(open_reader, self._path, MMAP_SIZE)
 
     async def close(self) -> None:
-        await self._call(self._close)
+        if self._here is not None:
+            self._here.close()
+        if self._there is not None:
+            await self._in_thread(self._there.close)
         self._thread.shutdown()
 
     async def get(self, calc_id: int, form: Form) -> Calculation | None:
         """The run, and once done its result: stored JSON (`plain`) or deflated (`gzip`)."""
-        return await self._call(self._get, calc_id, form)
-
-    async def csv(self, calc_id: int) -> bytes | None:
-        """The stored CSV of a done run; None if there is none (yet)."""
-        return await self._call(self._read, "result_csv", calc_id)
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    def _open(self) -> None:
-        self._conn = sqlite3.connect(self._path, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        for pragma in READER_PRAGMAS:
-            self._conn.execute(pragma)
-        # Mapped, the hundreds of pages a result spans are read without a system call each.
-        self._conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-    def _get(self, calc_id: int, form: Form) -> Calculation | None:
-        assert self._conn is not None
-        row = self._conn.execute(GET_CALCULATION_FOR_RESULT, {"id": calc_id}).fetchone()
+        row = self._conn_here.execute(GET_CALCULATION_FOR_RESULT, {"id": calc_id}).fetchone()
         if row is None:
             return None
         calc = Calculation.from_row(row)
         if calc.status is not Status.DONE:
             return calc
-        if form == "gzip":
-            deflated = self._read("result_deflated", calc_id)
+        if form == "gzip" and row["deflated_size"] is not None:
+            deflated = await self._blob("result_deflated", calc_id, row["deflated_size"])
             if deflated is not None:
                 return replace(
                     calc, deflated=Deflated(deflated, row["result_crc"], row["result_size"])
                 )
-        return replace(calc, result=self._read("result", calc_id))
+        return replace(calc, result=await self._blob("result", calc_id, row["result_size"]))
 
-    def _read(self, column: str, calc_id: int) -> bytes | None:
-        assert self._conn is not None
-        try:
-            with self._conn.blobopen("calculations", column, calc_id, readonly=True) as blob:
-                return blob.read()
-        except sqlite3.OperationalError:  # no such row, or the column is NULL
-            return None
+    async def csv(self, calc_id: int) -> Pieces | None:
+        """The stored CSV of a done run; None if there is none (yet)."""
+        assert self._there is not None
+        return await self._in_thread(read_blob, self._there, "result_csv", calc_id)
+
+    async def list_calculations(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        descending: bool,
+        status: Status | None,
+        near: int = NEAR_OFFSET,
+    ) -> tuple[list[Summary], int]:
+        """One page in launch order, and how many runs there are in all. A near page takes
+        one statement, which carries the total. A page in the far half is read from the other
+        end of the index and turned around, so that the last page costs what the first does."""
+        here = self._conn_here
+        if offset <= near:
+            rows, total = read_page(here, limit, offset, descending, status)
+            if rows:
+                return rows, total
+        total = count_calculations(here, status)
+        flipped = offset > total // 2
+        if flipped:
+            end = min(offset + limit, total)
+            if end <= offset:
+                return [], total
+            limit, offset = end - offset, total - end
+        if offset <= near:
+            rows, _ = read_page(here, limit, offset, descending ^ flipped, status)
+        else:  # walks `offset` index entries: off the loop
+            assert self._there is not None
+            args = (self._there, limit, offset, descending ^ flipped, status)
+            rows, _ = await self._in_thread(read_page, *args)
+        return (rows[::-1] if flipped else rows), total
+
+    def count_by_status(self) -> dict[Status, int]:
+        """How many runs are in each status, every status present."""
+        counts = dict.fromkeys(Status, 0)
+        for row in self._conn_here.execute(COUNT_BY_STATUS):
+            counts[Status(row[0])] = row[1]
+        return counts
+
+    @property
+    def _conn_here(self) -> sqlite3.Connection:
+        assert self._here is not None, "open() first"
+        return self._here
+
+    async def _blob(self, column: str, calc_id: int, size: int | None) -> Pieces | None:
+        if size is not None and size <= INLINE_MAX:
+            return read_blob(self._conn_here, column, calc_id)
+        assert self._there is not None
+        return await self._in_thread(read_blob, self._there, column, calc_id)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+
+def open_reader(db_path: Path, mmap_size: int = 0) -> sqlite3.Connection:
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    for pragma in (*READER_PRAGMAS, f"PRAGMA mmap_size = {mmap_size}"):
+        conn.execute(pragma)
+    return conn
+
+
+def read_blob(conn: sqlite3.Connection, column: str, calc_id: int) -> Pieces | None:
+    try:
+        with conn.blobopen("calculations", column, calc_id, readonly=True) as blob:
+            return tuple(iter(functools.partial(blob.read, PIECE), b""))
+    except sqlite3.OperationalError:  # no such row, or the column is NULL
+        return None
+
+
+def read_page(
+    conn: sqlite3.Connection, limit: int, offset: int, descending: bool, status: Status | None
+) -> tuple[list[Summary], int]:
+    sql = LIST_CALCULATIONS["DESC" if descending else "ASC", status is not None]
+    params = {"limit": limit, "offset": offset, "status": status}
+    rows = conn.execute(sql, params).fetchall()
+    return [Summary(*row[:4]) for row in rows], (rows[0][4] if rows else 0)
+
+
+def count_calculations(conn: sqlite3.Connection, status: Status | None) -> int:
+    sql = COUNT_CALCULATIONS[status is not None]
+    return int(conn.execute(sql, {"status": status}).fetchone()[0])
 
 
 async def claim_next(conn: aiosqlite.Connection) -> Calculation | None:
@@ -374,55 +446,6 @@ async def requeue_running(conn: aiosqlite.Connection) -> list[int]:
     return sorted(row[0] for row in rows)
 
 
-async def list_calculations(
-    conn: aiosqlite.Connection,
-    *,
-    limit: int,
-    offset: int,
-    descending: bool,
-    status: Status | None,
-    near: int = NEAR_OFFSET,
-) -> tuple[list[Summary], int]:
-    """One page in launch order, and how many runs there are in all. A near page takes one
-    statement, which carries the total. A page in the far half is read from the other end of
-    the index and turned around, so that the last page costs what the first does."""
-    if offset <= near:
-        rows, total = await _page(conn, limit, offset, descending, status)
-        if rows:
-            return rows, total
-    total = await count_calculations(conn, status=status)
-    if offset <= total // 2:
-        return (await _page(conn, limit, offset, descending, status))[0], total
-    end = min(offset + limit, total)
-    if end <= offset:
-        return [], total
-    rows, _ = await _page(conn, end - offset, total - end, not descending, status)
-    return rows[::-1], total
-
-
-async def _page(
-    conn: aiosqlite.Connection, limit: int, offset: int, descending: bool, status: Status | None
-) -> tuple[list[Summary], int]:
-    sql = LIST_CALCULATIONS["DESC" if descending else "ASC", status is not None]
-    params = {"limit": limit, "offset": offset, "status": status}
-    rows = list(await conn.execute_fetchall(sql, params))
-    return [Summary(*row[:4]) for row in rows], (rows[0][4] if rows else 0)
-
-
-async def count_calculations(conn: aiosqlite.Connection, *, status: Status | None) -> int:
-    sql = COUNT_CALCULATIONS[status is not None]
-    rows = list(await conn.execute_fetchall(sql, {"status": status}))
-    return int(rows[0][0])
-
-
-async def count_by_status(conn: aiosqlite.Connection) -> dict[Status, int]:
-    """How many runs are in each status, every status present."""
-    counts = dict.fromkeys(Status, 0)
-    for row in await conn.execute_fetchall(COUNT_BY_STATUS):
-        counts[Status(row[0])] = row[1]
-    return counts
-
-
 @asynccontextmanager
 async def connect_reader(db_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     """A connection that only reads. In WAL mode it reads beside the writer, never waiting
@@ -435,17 +458,17 @@ async def connect_reader(db_path: Path) -> AsyncIterator[aiosqlite.Connection]:
 
 
 async def db_context(app: web.Application) -> AsyncIterator[None]:
-    """Three connections, each with its own thread, so that no kind of work queues behind
-    another: one writes, one reads small rows (lists, counts), one reads large results."""
+    """The writer, in a thread of its own; the runs' `Reader`; and a reader connection for the
+    ping-pong traces, in a thread of its own too. No kind of work queues behind another."""
     config = app[CONFIG]
-    results = Results(config.db_path)
+    reader = Reader(config.db_path)
     async with (
         connect(config.db_path, config.schema_path, config.max_attempts) as writer,
-        connect_reader(config.db_path) as reader,
+        connect_reader(config.db_path) as traces,
     ):
-        await results.open()
-        app[DB], app[DB_READ], app[DB_RESULTS] = writer, reader, results
+        await reader.open()
+        app[DB], app[DB_READ], app[READER] = writer, traces, reader
         try:
             yield
         finally:
-            await results.close()
+            await reader.close()

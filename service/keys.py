@@ -12,15 +12,15 @@ from service.config import Config
 
 if TYPE_CHECKING:
     from service.consumer import Consumer
-    from service.db import Results
+    from service.db import Reader
     from service.metrics import Metrics
     from service.pingpong.pipeline import Pipeline
     from service.pool import KernelPool
 
 CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", aiosqlite.Connection)  # the one that writes
-DB_READ = web.AppKey("db_read", aiosqlite.Connection)  # lists, counts, small rows
-DB_RESULTS: web.AppKey[Results] = web.AppKey("db_results")  # large results
+DB_READ = web.AppKey("db_read", aiosqlite.Connection)  # the ping-pong traces
+READER: web.AppKey[Reader] = web.AppKey("reader")  # runs: rows, results, lists, counts
 POOL: web.AppKey[KernelPool] = web.AppKey("pool")
 CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

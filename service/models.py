@@ -36,10 +36,15 @@ def _timestamp(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+# A stored column read in pieces of at most db.PIECE bytes: each is allocated from the heap
+# and given back to it, where one buffer of a whole result would be fresh pages every time.
+Pieces = tuple[bytes, ...]
+
+
 class Deflated(NamedTuple):
     """A stored result as raw deflate blocks, with the CRC-32 and size of the JSON."""
 
-    data: bytes
+    data: Pieces
     crc: int
     size: int
 
@@ -69,7 +74,7 @@ class Calculation:
     finished_at: datetime | None
     duration: float | None
     error: str | None
-    result: bytes | None = None  # stored JSON, served as it is
+    result: Pieces | None = None  # stored JSON, served as it is
     deflated: Deflated | None = None  # the same, ready to splice into a gzip answer
 
     @classmethod

@@ -21,7 +21,7 @@ def test_crc32_combine_matches_the_crc_of_the_whole(size: int) -> None:
 
 @pytest.mark.parametrize("body", [b"", b"[]", os.urandom(70_000), b'{"a":1},' * 50_000])
 def test_spliced_gzip_decompresses_to_prefix_body_suffix(body: bytes) -> None:
-    deflated = Deflated(kernel.deflate_for_splicing(body), zlib.crc32(body), len(body))
+    deflated = Deflated((kernel.deflate_for_splicing(body),), zlib.crc32(body), len(body))
     prefix, suffix = b'{"id": 7, "result": ', b"}"
     assert gzip.decompress(b"".join(gzip_parts(prefix, deflated, suffix))) == prefix + body + suffix
 

@@ -25,7 +25,7 @@ from service import db
 from service.compression import accepts_gzip, gzip_parts
 from service.db import Form
 from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull
-from service.keys import CONFIG, CONSUMER, DB, DB_READ, DB_RESULTS, METRICS
+from service.keys import CONFIG, CONSUMER, DB, METRICS, READER
 from service.models import TERMINAL, Calculation, Status, point_count
 from service.schemas import (
     MAX_SEED,
@@ -133,9 +133,8 @@ def created_response(request: web.Request, calc: Calculation, status: int) -> we
 @response_schema(CalculationPage, 200)
 async def list_calculations(request: web.Request) -> web.Response:
     query = request["querystring"]
-    conn, per_page, status = request.app[DB_READ], query["per_page"], query.get("status")
-    calcs, total = await db.list_calculations(
-        conn,
+    per_page, status = query["per_page"], query.get("status")
+    calcs, total = await request.app[READER].list_calculations(
         limit=per_page,
         offset=(query["page"] - 1) * per_page,
         descending=query["order"] == "desc",
@@ -165,7 +164,7 @@ async def get_calculation(request: web.Request) -> web.StreamResponse:
     form: Form = "gzip" if accepts_gzip(request.headers.get("Accept-Encoding", "")) else "plain"
     wait = query.get("wait")
     if wait is None:
-        calc = await request.app[DB_RESULTS].get(calc_id, form)
+        calc = await request.app[READER].get(calc_id, form)
     else:
         calc = await get_when_ended(request.app, calc_id, form, wait)
     if calc is None:
@@ -179,12 +178,12 @@ async def get_when_ended(
     """The run once it has ended, or as it is after `wait` seconds. No polling: the consumer
     wakes the waiters of a run when it ends."""
     with app[CONSUMER].watch(calc_id) as ended:
-        calc = await app[DB_RESULTS].get(calc_id, form)
+        calc = await app[READER].get(calc_id, form)
         if calc is None or calc.status in TERMINAL:
             return calc
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), wait)
-    return await app[DB_RESULTS].get(calc_id, form)
+    return await app[READER].get(calc_id, form)
 
 
 @docs(
@@ -228,21 +227,29 @@ async def send_calculation(
         headers["Content-Encoding"] = "gzip"
     else:
         assert calc.result is not None
-        parts = [prefix, calc.result, suffix]
+        parts = [prefix, *calc.result, suffix]
     return await send_parts(request, parts, "application/json", headers)
 
 
 async def send_parts(
-    request: web.Request, parts: list[bytes], content_type: str, headers: dict[str, str]
+    request: web.Request,
+    parts: list[bytes],
+    content_type: str,
+    headers: dict[str, str],
+    charset: str | None = None,
 ) -> web.StreamResponse:
     """A body made of parts. A large one goes out in chunks, each written when the socket
     has room, so that the loop serves other requests between them and no copy of the whole
     body is ever made."""
     size = sum(len(part) for part in parts)
     if size <= CHUNK:
-        return web.Response(body=b"".join(parts), content_type=content_type, headers=headers)
+        return web.Response(
+            body=b"".join(parts), content_type=content_type, charset=charset, headers=headers
+        )
     response = web.StreamResponse(headers=headers)
     response.content_type, response.content_length = content_type, size
+    if charset is not None:
+        response.charset = charset
     await response.prepare(request)
     for part in parts:
         view = memoryview(part)

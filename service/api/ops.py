@@ -8,8 +8,7 @@ from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service import db
-from service.keys import CONSUMER_TASK, DB_READ, METRICS
+from service.keys import CONSUMER_TASK, METRICS, READER
 from service.models import Status
 from service.schemas import Health
 
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 async def health(request: web.Request) -> web.Response:
     body: dict[str, object] = {"status": "ok", "database": "ok", "consumer": "ok"}
     try:
-        counts = await db.count_by_status(request.app[DB_READ])
+        counts = request.app[READER].count_by_status()
         body.update(queued=counts[Status.QUEUED], running=counts[Status.RUNNING])
     except Exception as exc:
         log.exception("health check: the database does not answer")
@@ -38,7 +37,7 @@ async def health(request: web.Request) -> web.Response:
 
 @docs(tags=["operations"], summary="Prometheus metrics, in the text exposition format")
 async def metrics(request: web.Request) -> web.Response:
-    counts = await db.count_by_status(request.app[DB_READ])
+    counts = request.app[READER].count_by_status()
     text = request.app[METRICS].render(counts[Status.QUEUED], counts[Status.RUNNING])
     response = web.Response(body=text)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST

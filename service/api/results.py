@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp_apigami import docs
 
-from service import db
+from service.api.calculations import send_parts
 from service.errors import CalculationNotFound, ResultNotReady
-from service.keys import DB_READ, DB_RESULTS
+from service.keys import READER
 from service.schemas import ErrorOut
 
 CSV_RESPONSES: dict[int, dict[str, Any]] = {
@@ -38,18 +38,14 @@ CSV_RESPONSES: dict[int, dict[str, Any]] = {
 
 
 @docs(tags=["calculations"], summary="The result of a done run as CSV", responses=CSV_RESPONSES)
-async def get_result_csv(request: web.Request) -> web.Response:
+async def get_result_csv(request: web.Request) -> web.StreamResponse:
     calc_id = int(request.match_info["calc_id"])
-    csv = await request.app[DB_RESULTS].csv(calc_id)
+    csv = await request.app[READER].csv(calc_id)
     if csv is None:
         # Only on refusal: tells an unknown id from a run that has no result.
-        calc = await db.get_calculation(request.app[DB_READ], calc_id)
+        calc = await request.app[READER].get(calc_id, "plain")
         if calc is None:
             raise CalculationNotFound(f"calculation {calc_id} does not exist")
         raise ResultNotReady(f"calculation {calc_id} has no result: its status is {calc.status}")
-    return web.Response(
-        body=csv,
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="calculation-{calc_id}.csv"'},
-    )
+    headers = {"Content-Disposition": f'attachment; filename="calculation-{calc_id}.csv"'}
+    return await send_parts(request, list(csv), "text/csv", headers, charset="utf-8")
