@@ -125,17 +125,22 @@ async def list_load(ctx: Context, url: str) -> WrkResult:
 
 
 async def probe(
-    session: aiohttp.ClientSession, url: str, count: int, until: asyncio.Event | None = None
-) -> list[float]:
-    """Sequential GETs: `count` of them, or as many as fit until `until` is set."""
-    samples: list[float] = []
-    while len(samples) < count if until is None else not until.is_set():
-        started = time.perf_counter()
-        async with session.get(url) as resp:
-            await resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"GET {url}: {resp.status}")
-        samples.append((time.perf_counter() - started) * 1000)
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    count: int,
+    until: asyncio.Event | None = None,
+) -> list[list[float]]:
+    """Sequential GETs of each URL in turn: `count` rounds, or as many as fit until `until`
+    is set. The times taken, per URL."""
+    samples: list[list[float]] = [[] for _ in urls]
+    while len(samples[0]) < count if until is None else not until.is_set():
+        for url, taken in zip(urls, samples, strict=True):
+            started = time.perf_counter()
+            async with session.get(url) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"GET {url}: {resp.status}")
+            taken.append((time.perf_counter() - started) * 1000)
     return samples
 
 
@@ -163,22 +168,25 @@ async def busy_load(
 
 async def responsive(ctx: Context) -> list[Row]:
     """p99 of a small list request while large runs compute and their results are fetched,
-    beside its p99 on the idle server; and the server process must not have loaded pandas."""
+    beside its p99 on the idle server; and the server process must not have loaded pandas.
+    A bare aiohttp app in a process of its own is probed in turn, idle and under the same
+    load: what the machine's cores, shared by everything, allow any server."""
     s = ctx.settings
     main = await ctx.main_server()
     await ctx.wait_idle(main)
-    url = main.url(PROBE)
+    bare = await ctx.ceiling("bare")
+    urls = [main.url(PROBE), bare.url("/health")]
     date_start, date_fin = s.busy_run
     run = {"date_start": date_start, "date_fin": date_fin, "lag": 1}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-        await probe(session, url, 20)
-        idle = await probe(session, url, s.probe_samples)
+        await probe(session, urls, 20)
+        idle, bare_idle = await probe(session, urls, s.probe_samples)
         ids = [await ctx.create(main, run) for _ in range(s.busy_runs)]
         ended = asyncio.Event()
         load = asyncio.create_task(busy_load(ctx, main, ids, ended))
         try:
             async with asyncio.timeout(s.scenario_timeout - 30):
-                busy = await probe(session, url, 0, until=ended)
+                busy, bare_busy = await probe(session, urls, 0, until=ended)
         finally:
             if not ended.is_set():
                 load.cancel()
@@ -189,8 +197,20 @@ async def responsive(ctx: Context) -> list[Row]:
         "SELECT count(*) FROM calculations WHERE id BETWEEN ? AND ? AND status = 'done'",
         (min(ids), max(ids)),
     )[0][0]
+    ctx.stop(bare)
     libraries = procs.mapped_files(main.pid, ("pandas", "numpy"))
-    return responsive_rows(idle, busy, fetched, done, len(ids), libraries, s.busy_run)
+    rows = responsive_rows(idle, busy, fetched, done, len(ids), libraries, s.busy_run)
+    bare_p99 = ratio_row(
+        "responsive",
+        "responsive: a bare aiohttp app's p99 under the same load, vs its idle p99",
+        percentile(bare_busy, 99),
+        percentile(bare_idle, 99),
+        "ms",
+        percent=False,
+        note="GET /health of a one-route app in a process of its own, probed in turn with"
+        " ours: the bound the shared cores put on any server; no target",
+    )
+    return [rows[0], bare_p99, *rows[1:]]
 
 
 def responsive_rows(

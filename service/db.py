@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,9 @@ MIN_SQLITE = (3, 35)  # the first version with RETURNING
 BUSY_TIMEOUT_MS = 5000
 READER_PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA query_only = 1")
 
+# Added to the process's priority for the reader thread alone (Linux schedules threads): with
+# the cores busy, the event loop answers before a large result is read.
+READER_NICENESS = 5
 MMAP_SIZE = 1 << 30  # address space only: pages are mapped in as they are read
 # Under glibc's mmap threshold (256 KiB, set in __main__): see models.Pieces.
 PIECE = 256 * 1024 - 64  # with the bytes object's header, still under it
@@ -257,6 +261,7 @@ class Reader:
         self._here = open_reader(self._path)
         # Mapped, the hundreds of pages a large result spans are read without a system call each.
         self._there = await self._in_thread(open_reader, self._path, MMAP_SIZE)
+        await self._in_thread(os.nice, READER_NICENESS)
 
     async def close(self) -> None:
         if self._here is not None:

@@ -3,6 +3,7 @@ stores its result itself, so that a large result never passes through the server
 
 from __future__ import annotations
 
+import os
 import pickle
 import sqlite3
 import time
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 import kernel
 from service import db
 
+NICENESS = 10  # added to the server's: a kernel process gets the CPU time the server leaves
 READY, RETURNED, RAISED = "ready", "returned", "raised"  # what the process sends back
 
 _conn: sqlite3.Connection | None = None
@@ -31,6 +33,8 @@ class Stored(NamedTuple):
 def serve(pipe: Connection, server: int, db_path: Path) -> None:
     """The process's main loop: one call at a time, until the server closes the pipe."""
     global _conn
+    # Computing is batch work, answering is not: with the cores busy, the server goes first.
+    os.nice(NICENESS)
     kernel.init_worker(server)
     _conn = db.connect_worker(db_path)
     pipe.send((READY, None))

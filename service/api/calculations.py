@@ -239,7 +239,7 @@ async def send_parts(
     charset: str | None = None,
 ) -> web.StreamResponse:
     """A body made of parts. A large one goes out in chunks, each written when the socket
-    has room, so that the loop serves other requests between them and no copy of the whole
+    has room, with the loop's other work served between two chunks; no copy of the whole
     body is ever made."""
     size = sum(len(part) for part in parts)
     if size <= CHUNK:
@@ -250,10 +250,16 @@ async def send_parts(
     response.content_type, response.content_length = content_type, size
     if charset is not None:
         response.charset = charset
-    await response.prepare(request)
-    for part in parts:
-        view = memoryview(part)
-        for start in range(0, len(view), CHUNK):
-            await response.write(view[start : start + CHUNK])
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        for part in parts:
+            view = memoryview(part)
+            for start in range(0, len(view), CHUNK):
+                await response.write(view[start : start + CHUNK])
+                # A write to a socket that keeps up returns without yielding: yield here, or
+                # a 7 MB answer would be written in one go while every other request waits.
+                await asyncio.sleep(0)
+        await response.write_eof()
+    except ConnectionResetError:
+        log.debug("the client left before the whole answer was sent")
     return response
