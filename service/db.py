@@ -46,13 +46,13 @@ COLUMNS = (
 
 # One statement, so that the queue limit and the idempotency key are checked atomically with
 # the insert. Nothing is returned when the queue is full or the key is taken.
-INSERT_CALCULATION = f"""
+INSERT_CALCULATION = """
 INSERT INTO calculations
     (name, date_start, date_fin, lag, seed, created_at, idempotency_key, request_hash)
 SELECT :name, :date_start, :date_fin, :lag, :seed, :now, :key, :hash
 WHERE (SELECT n FROM calculation_counts WHERE status = 'queued') < :max_queued
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {COLUMNS}
+RETURNING id
 """
 
 GET_BY_IDEMPOTENCY_KEY = f"""
@@ -213,8 +213,9 @@ async def insert_calculation(
     max_queued: int = 2**62,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
-) -> Calculation | None:
-    """The new queued run; None if the queue is full or the idempotency key is taken."""
+) -> int | None:
+    """The id of the new queued run; None if the queue is full or the idempotency key is
+    taken. Only the id comes back: everything else about a new run is known."""
     params = {
         "name": name,
         "date_start": date_start.isoformat(),
@@ -226,8 +227,8 @@ async def insert_calculation(
         "key": idempotency_key,
         "hash": request_hash,
     }
-    rows = list(await conn.execute_fetchall(INSERT_CALCULATION, params))
-    return Calculation.from_row(rows[0]) if rows else None
+    row = await fetch_one(conn, INSERT_CALCULATION, params)
+    return None if row is None else int(row[0])
 
 
 async def get_by_idempotency_key(

@@ -249,11 +249,12 @@ async def test_failing_kernel_fails_that_run_only(
 ) -> None:
     # A row no API request could make (the kernel refuses lag 0), written by another producer.
     day = date(2024, 1, 1)
-    calc = await db.insert_calculation(
+    calc_id = await db.insert_calculation(
         conn, name="bad", date_start=day, date_fin=day, lag=0, seed=1
     )
+    assert calc_id is not None
     good = await create(client)  # also wakes the consumer
-    failed = await wait_for_terminal(client, calc.id, query="?fields=duration")
+    failed = await wait_for_terminal(client, calc_id, query="?fields=duration")
     assert failed["status"] == "failed"
     assert failed["error"] == "ValueError: lag must be at least 1 day, got 0"
     assert failed["result"] is None

@@ -27,10 +27,11 @@ async def insert_runs(conn: aiosqlite.Connection, count: int) -> list[int]:
     """Queued rows written straight into the table, so the consumer is not involved."""
     ids = []
     for i in range(count):
-        calc = await db.insert_calculation(
+        calc_id = await db.insert_calculation(
             conn, name=f"run {i}", date_start=DAY, date_fin=DAY, lag=1, seed=i
         )
-        ids.append(calc.id)
+        assert calc_id is not None
+        ids.append(calc_id)
     return ids
 
 
@@ -76,11 +77,7 @@ async def test_oldest_first_and_per_page(client: Client, conn: aiosqlite.Connect
 async def test_status_filter(client: Client, conn: aiosqlite.Connection) -> None:
     # Two runs the kernel refuses (lag 0, written by another producer) and one good run.
     bad = [
-        (
-            await db.insert_calculation(
-                conn, name="bad", date_start=DAY, date_fin=DAY, lag=0, seed=0
-            )
-        ).id
+        await db.insert_calculation(conn, name="bad", date_start=DAY, date_fin=DAY, lag=0, seed=0)
         for _ in range(2)
     ]
     good = await create(client)

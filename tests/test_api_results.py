@@ -98,10 +98,10 @@ async def test_failed_and_cancelled_runs_have_no_result(
     assert await db.mark_failed(conn, claimed, "ValueError: boom", 0.1)
     cancelled = await db.insert_calculation(conn, name="cancelled", **params)
     assert cancelled is not None
-    assert await db.cancel(conn, cancelled.id) is not None
+    assert await db.cancel(conn, cancelled) is not None
     client = await aiohttp_client(create_app(config))
 
-    for calc_id, status in ((failed.id, "failed"), (cancelled.id, "cancelled")):
+    for calc_id, status in ((failed, "failed"), (cancelled, "cancelled")):
         resp = await client.get(f"/api/v1/calculations/{calc_id}/result.csv")
         assert resp.status == 409
         assert await resp.json() == {

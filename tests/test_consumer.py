@@ -38,10 +38,11 @@ def consumer(conn: aiosqlite.Connection, pool: KernelPool) -> Consumer:
 
 async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int:
     fin = date.fromordinal(DAY.toordinal() + days)
-    calc = await db.insert_calculation(
+    calc_id = await db.insert_calculation(
         conn, name="n", date_start=DAY, date_fin=fin, lag=lag, seed=1
     )
-    return calc.id
+    assert calc_id is not None
+    return calc_id
 
 
 async def stored_result(conn: aiosqlite.Connection, calc_id: int) -> bytes | None:

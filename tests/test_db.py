@@ -20,11 +20,11 @@ DAY = date(2024, 1, 1)
 async def insert(conn: aiosqlite.Connection, count: int) -> list[int]:
     ids = []
     for i in range(count):
-        calc = await db.insert_calculation(
+        calc_id = await db.insert_calculation(
             conn, name=f"r{i}", date_start=DAY, date_fin=DAY, lag=1, seed=i
         )
-        assert calc is not None
-        ids.append(calc.id)
+        assert calc_id is not None
+        ids.append(calc_id)
     return ids
 
 

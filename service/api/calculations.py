@@ -46,8 +46,6 @@ CHUNK = 256 * 1024  # bodies larger than this are streamed in pieces of this siz
 # A seed only needs to differ between runs, not to be secret: drawing it from the system's
 # random source would cost a system call per request.
 SEEDS = random.Random()
-# Made once: building a marshmallow schema costs more than using it.
-CREATED = CalculationCreated()
 
 
 @functools.lru_cache(maxsize=64)
@@ -84,19 +82,19 @@ async def create_calculation(request: web.Request) -> web.Response:
     # Hashed before a seed is drawn, so that a retry of the same body matches.
     request_hash = None if key is None else params_hash(params)
     params.setdefault("seed", SEEDS.randint(0, MAX_SEED))
-    calc = await db.insert_calculation(
+    calc_id = await db.insert_calculation(
         conn,
         **params,
         max_queued=config.max_queued,
         idempotency_key=key,
         request_hash=request_hash,
     )
-    if calc is None:
+    if calc_id is None:
         return await replay_or_refuse(request, key, request_hash)
-    log.info("calculation %d queued", calc.id, extra={"calc_id": calc.id})
+    log.info("calculation %d queued", calc_id, extra={"calc_id": calc_id})
     request.app[METRICS].runs_created.inc()
     request.app[CONSUMER].notify()
-    return created_response(request, calc, 201)
+    return created_response(request, calc_id, Status.QUEUED, 201)
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -118,14 +116,17 @@ async def replay_or_refuse(
                     f"Idempotency-Key {key!r} was used for calculation {calc.id} with another"
                     " body; nothing was written"
                 )
-            return created_response(request, calc, 200)
+            return created_response(request, calc.id, calc.status, 200)
     limit = request.app[CONFIG].max_queued
     raise QueueFull(f"{limit} calculations are already queued; retry later")
 
 
-def created_response(request: web.Request, calc: Calculation, status: int) -> web.Response:
-    location = request.app.router["calculation"].url_for(calc_id=str(calc.id))
-    return web.json_response(CREATED.dump(calc), status=status, headers={"Location": str(location)})
+def created_response(
+    request: web.Request, calc_id: int, calc_status: Status, status: int
+) -> web.Response:
+    location = request.app.router["calculation"].url_for(calc_id=str(calc_id))
+    body = {"id": calc_id, "status": calc_status.value}  # the shape of CalculationCreated
+    return web.json_response(body, status=status, headers={"Location": str(location)})
 
 
 @docs(tags=["calculations"], summary="List calculations by launch date", responses=INVALID)
