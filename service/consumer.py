@@ -13,7 +13,7 @@ import aiosqlite
 from aiohttp import web
 
 from service import db
-from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, METRICS, POOL
+from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, METRICS, POOL, QUEUE
 from service.metrics import Metrics
 from service.models import Calculation, Status
 from service.pool import KernelDied, KernelPool, KernelStopped, Slot
@@ -30,6 +30,7 @@ class Consumer:
     def __init__(
         self,
         conn: aiosqlite.Connection,
+        queue: db.Queue,
         pool: KernelPool,
         metrics: Metrics,
         *,
@@ -37,7 +38,8 @@ class Consumer:
         kernel_timeout: float | None = None,
         poll_interval: float = 2.0,
     ) -> None:
-        self._conn = conn
+        self._conn = conn  # for the outcomes it records
+        self._queue = queue  # for the claims
         self._metrics = metrics
         self._kernel_delay = kernel_delay
         self._kernel_timeout = kernel_timeout
@@ -57,7 +59,7 @@ class Consumer:
             # Cleared before draining, so a run submitted mid-drain still wakes the next wait.
             self._wakeup.clear()
             while self._free:
-                calc = await db.claim_next(self._conn)
+                calc = await self._queue.claim()
                 if calc is None:
                     break
                 task = asyncio.create_task(self._execute(self._free.pop(), calc))
@@ -68,7 +70,7 @@ class Consumer:
 
     async def run_once(self) -> bool:
         """Claim the oldest queued run and compute it here; False when the queue is empty."""
-        calc = await db.claim_next(self._conn)
+        calc = await self._queue.claim()
         if calc is None:
             return False
         await self._execute(self._free.pop(), calc)
@@ -221,6 +223,7 @@ async def consumer_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     consumer = Consumer(
         app[DB],
+        app[QUEUE],
         app[POOL],
         app[METRICS],
         kernel_delay=config.kernel_delay,

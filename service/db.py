@@ -7,9 +7,9 @@ import functools
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ import aiosqlite
 from aiohttp import web
 
 import kernel
-from service.keys import CONFIG, DB, DB_READ, READER
+from service.keys import CONFIG, DB, DB_READ, QUEUE, READER
 from service.models import Calculation, Deflated, Pieces, Status, Summary
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,7 @@ async def recover(conn: aiosqlite.Connection, max_attempts: int) -> None:
         )
 
 
-async def insert_calculation(
-    conn: aiosqlite.Connection,
+def insert_params(
     *,
     name: str,
     date_start: date,
@@ -213,10 +212,9 @@ async def insert_calculation(
     max_queued: int = 2**62,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
-) -> int | None:
-    """The id of the new queued run; None if the queue is full or the idempotency key is
-    taken. Only the id comes back: everything else about a new run is known."""
-    params = {
+) -> dict[str, Any]:
+    """The parameters of INSERT_CALCULATION for one new run."""
+    return {
         "name": name,
         "date_start": date_start.isoformat(),
         "date_fin": date_fin.isoformat(),
@@ -227,8 +225,103 @@ async def insert_calculation(
         "key": idempotency_key,
         "hash": request_hash,
     }
-    row = await fetch_one(conn, INSERT_CALCULATION, params)
-    return None if row is None else int(row[0])
+
+
+class Queue:
+    """Where runs enter the queue and leave it, in a thread and on a connection of their own.
+
+    Creates go in batches: the inserts asked for while one transaction is being written all
+    go in the next, so that concurrent creates share one trip to the thread and one commit (a
+    group commit). Each insert is still its own statement, with its own queue limit and
+    idempotency checks, and none is answered before its transaction has committed.
+
+    Every timestamp is taken while its transaction holds the write lock, so that timestamps
+    follow the order of commits, whichever process or connection writes: a run is never
+    started before it was created. SQLite lets one connection write at a time; the busy
+    timeout makes the others (the writer's, a kernel process's) wait their turn."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._path = db_path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue")
+        self._conn: sqlite3.Connection | None = None
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[int | None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._conn = await self._in_thread(connect_worker, self._path)
+        self._conn.row_factory = sqlite3.Row
+
+    async def close(self) -> None:
+        if self._flushing is not None:
+            await self._flushing
+        if self._conn is not None:
+            await self._in_thread(self._conn.close)
+        self._thread.shutdown()
+
+    async def insert(self, params: dict[str, Any]) -> int | None:
+        """The id of the new queued run (`insert_params`); None if the queue is full or the
+        idempotency key is taken."""
+        answer: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((params, answer))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await answer
+
+    async def claim(self) -> Calculation | None:
+        """The oldest queued run, now running (one more attempt); None if none is queued."""
+        assert self._conn is not None, "open() first"
+        return await self._in_thread(claim_next, self._conn)
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                assert self._conn is not None, "open() first"
+                try:
+                    ids = await self._in_thread(insert_many, self._conn, [p for p, _ in batch])
+                except Exception as exc:
+                    for _, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(exc)
+                    continue
+                for (_, answer), calc_id in zip(batch, ids, strict=True):
+                    if not answer.done():
+                        answer.set_result(calc_id)
+        finally:
+            self._flushing = None
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+
+def insert_many(conn: sqlite3.Connection, batch: list[dict[str, Any]]) -> list[int | None]:
+    """One transaction: each run's id, or None where nothing was inserted."""
+    with write_lock(conn):
+        # fetchall: each statement runs to its end, as COMMIT needs.
+        rows = [
+            conn.execute(INSERT_CALCULATION, {**params, "now": utcnow()}).fetchall()
+            for params in batch
+        ]
+    return [int(found[0][0]) if found else None for found in rows]
+
+
+def claim_next(conn: sqlite3.Connection) -> Calculation | None:
+    with write_lock(conn):
+        rows = conn.execute(CLAIM_NEXT, {"now": utcnow()}).fetchall()
+    return Calculation.from_row(rows[0]) if rows else None
+
+
+@contextmanager
+def write_lock(conn: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that holds the write lock from its start, committed at the end."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 async def get_by_idempotency_key(
@@ -376,17 +469,12 @@ def count_calculations(conn: sqlite3.Connection, status: Status | None) -> int:
     return int(conn.execute(sql, {"status": status}).fetchone()[0])
 
 
-async def claim_next(conn: aiosqlite.Connection) -> Calculation | None:
-    rows = list(await conn.execute_fetchall(CLAIM_NEXT, {"now": utcnow()}))
-    return Calculation.from_row(rows[0]) if rows else None
-
-
 async def _fenced(conn: aiosqlite.Connection, sql: str, params: dict[str, Any]) -> bool:
     return await fetch_one(conn, sql, params) is not None
 
 
 def connect_worker(db_path: Path) -> sqlite3.Connection:
-    """The connection a kernel process stores its results with."""
+    """A connection that writes beside the server's writer: a kernel process's, the intake's."""
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA synchronous = NORMAL")  # a setting of each connection, not of the file
@@ -467,14 +555,16 @@ async def db_context(app: web.Application) -> AsyncIterator[None]:
     """The writer, in a thread of its own; the runs' `Reader`; and a reader connection for the
     ping-pong traces, in a thread of its own too. No kind of work queues behind another."""
     config = app[CONFIG]
-    reader = Reader(config.db_path)
+    reader, queue = Reader(config.db_path), Queue(config.db_path)
     async with (
         connect(config.db_path, config.schema_path, config.max_attempts) as writer,
         connect_reader(config.db_path) as traces,
     ):
         await reader.open()
-        app[DB], app[DB_READ], app[READER] = writer, traces, reader
+        await queue.open()
+        app[DB], app[DB_READ], app[READER], app[QUEUE] = writer, traces, reader, queue
         try:
             yield
         finally:
+            await queue.close()
             await reader.close()

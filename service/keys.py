@@ -12,7 +12,7 @@ from service.config import Config
 
 if TYPE_CHECKING:
     from service.consumer import Consumer
-    from service.db import Reader
+    from service.db import Queue, Reader
     from service.metrics import Metrics
     from service.pingpong.pipeline import Pipeline
     from service.pool import KernelPool
@@ -21,6 +21,7 @@ CONFIG = web.AppKey("config", Config)
 DB = web.AppKey("db", aiosqlite.Connection)  # the one that writes
 DB_READ = web.AppKey("db_read", aiosqlite.Connection)  # the ping-pong traces
 READER: web.AppKey[Reader] = web.AppKey("reader")  # runs: rows, results, lists, counts
+QUEUE: web.AppKey[Queue] = web.AppKey("queue")  # runs created (in batches) and claimed
 POOL: web.AppKey[KernelPool] = web.AppKey("pool")
 CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpClient
 from service import db
 from service.app import create_app
 from service.config import Config
-from service.models import TERMINAL
+from service.models import TERMINAL, Calculation
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_RUN = {"date_start": "2024-01-01", "date_fin": "2024-01-31", "lag": 7}
@@ -46,6 +46,19 @@ async def conn(config: Config) -> AsyncIterator[aiosqlite.Connection]:
     """A connection to the same database file the app uses, ready as at start-up."""
     async with db.connect(config.db_path, config.schema_path) as connection:
         yield connection
+
+
+async def insert_run(conn: aiosqlite.Connection, **fields: Any) -> int | None:
+    """A queued run written straight into the table, as another producer would: the same
+    statement as the API's, one at a time. Its id, or None if nothing was inserted."""
+    row = await db.fetch_one(conn, db.INSERT_CALCULATION, db.insert_params(**fields))
+    return None if row is None else int(row[0])
+
+
+async def claim_run(conn: aiosqlite.Connection) -> Calculation | None:
+    """The oldest queued run claimed, as another consumer would: the consumer's statement."""
+    row = await db.fetch_one(conn, db.CLAIM_NEXT, {"now": db.utcnow()})
+    return None if row is None else Calculation.from_row(row)
 
 
 async def wait_for_terminal(

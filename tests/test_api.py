@@ -13,10 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from service import db
 from service.app import create_app
 from service.config import Config
-from tests.conftest import SMALL_RUN, create, wait_for_terminal
+from tests.conftest import SMALL_RUN, create, insert_run, wait_for_terminal
 
 Client = TestClient[Any, Any]
 
@@ -249,9 +248,7 @@ async def test_failing_kernel_fails_that_run_only(
 ) -> None:
     # A row no API request could make (the kernel refuses lag 0), written by another producer.
     day = date(2024, 1, 1)
-    calc_id = await db.insert_calculation(
-        conn, name="bad", date_start=day, date_fin=day, lag=0, seed=1
-    )
+    calc_id = await insert_run(conn, name="bad", date_start=day, date_fin=day, lag=0, seed=1)
     assert calc_id is not None
     good = await create(client)  # also wakes the consumer
     failed = await wait_for_terminal(client, calc_id, query="?fields=duration")

@@ -9,8 +9,7 @@ import aiosqlite
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service import db
-from tests.conftest import create, wait_for_terminal
+from tests.conftest import create, insert_run, wait_for_terminal
 
 Client = TestClient[Any, Any]
 DAY = date(2024, 1, 1)
@@ -27,7 +26,7 @@ async def insert_runs(conn: aiosqlite.Connection, count: int) -> list[int]:
     """Queued rows written straight into the table, so the consumer is not involved."""
     ids = []
     for i in range(count):
-        calc_id = await db.insert_calculation(
+        calc_id = await insert_run(
             conn, name=f"run {i}", date_start=DAY, date_fin=DAY, lag=1, seed=i
         )
         assert calc_id is not None
@@ -77,7 +76,7 @@ async def test_oldest_first_and_per_page(client: Client, conn: aiosqlite.Connect
 async def test_status_filter(client: Client, conn: aiosqlite.Connection) -> None:
     # Two runs the kernel refuses (lag 0, written by another producer) and one good run.
     bad = [
-        await db.insert_calculation(conn, name="bad", date_start=DAY, date_fin=DAY, lag=0, seed=0)
+        await insert_run(conn, name="bad", date_start=DAY, date_fin=DAY, lag=0, seed=0)
         for _ in range(2)
     ]
     good = await create(client)

@@ -16,7 +16,7 @@ from pytest_aiohttp import AiohttpClient
 from service import db
 from service.app import create_app
 from service.config import Config
-from tests.conftest import create, wait_for_terminal
+from tests.conftest import claim_run, create, insert_run, wait_for_terminal
 
 Client = TestClient[Any, Any]
 HEADER = ["date", "liquid", "oil", "water", "wct"]
@@ -91,12 +91,12 @@ async def test_failed_and_cancelled_runs_have_no_result(
     aiohttp_client: AiohttpClient, config: Config, conn: aiosqlite.Connection
 ) -> None:
     params = {"date_start": date(2024, 1, 1), "date_fin": date(2024, 1, 31), "lag": 7, "seed": 1}
-    failed = await db.insert_calculation(conn, name="fails", **params)
-    claimed = await db.claim_next(conn)
+    failed = await insert_run(conn, name="fails", **params)
+    claimed = await claim_run(conn)
     assert failed is not None
     assert claimed is not None
     assert await db.mark_failed(conn, claimed, "ValueError: boom", 0.1)
-    cancelled = await db.insert_calculation(conn, name="cancelled", **params)
+    cancelled = await insert_run(conn, name="cancelled", **params)
     assert cancelled is not None
     assert await db.cancel(conn, cancelled) is not None
     client = await aiohttp_client(create_app(config))

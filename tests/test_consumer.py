@@ -19,6 +19,7 @@ from service.consumer import Consumer
 from service.metrics import Metrics
 from service.models import Calculation, Status
 from service.pool import KernelDied, KernelPool
+from tests.conftest import claim_run, insert_run
 
 DAY = date(2024, 1, 1)
 
@@ -32,15 +33,21 @@ async def pool(config: Config) -> AsyncIterator[KernelPool]:
 
 
 @pytest.fixture
-def consumer(conn: aiosqlite.Connection, pool: KernelPool) -> Consumer:
-    return Consumer(conn, pool, Metrics(), poll_interval=0.05)
+async def queue(conn: aiosqlite.Connection, config: Config) -> AsyncIterator[db.Queue]:
+    runs = db.Queue(config.db_path)  # opened once `conn` has made the schema
+    await runs.open()
+    yield runs
+    await runs.close()
+
+
+@pytest.fixture
+def consumer(conn: aiosqlite.Connection, queue: db.Queue, pool: KernelPool) -> Consumer:
+    return Consumer(conn, queue, pool, Metrics(), poll_interval=0.05)
 
 
 async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int:
     fin = date.fromordinal(DAY.toordinal() + days)
-    calc_id = await db.insert_calculation(
-        conn, name="n", date_start=DAY, date_fin=fin, lag=lag, seed=1
-    )
+    calc_id = await insert_run(conn, name="n", date_start=DAY, date_fin=fin, lag=lag, seed=1)
     assert calc_id is not None
     return calc_id
 
@@ -126,7 +133,7 @@ async def test_dead_kernel_process_is_replaced(pool: KernelPool) -> None:
 async def test_interrupted_runs_are_queued_again_on_start(config: Config) -> None:
     async with db.connect(config.db_path, config.schema_path) as conn:
         first, second = await insert(conn), await insert(conn)
-        claimed = await db.claim_next(conn)
+        claimed = await claim_run(conn)
         assert claimed is not None
         assert claimed.id == first
     # The process is gone with `first` still running; the next start recovers it.
@@ -136,7 +143,7 @@ async def test_interrupted_runs_are_queued_again_on_start(config: Config) -> Non
         assert calc.status is Status.QUEUED
         assert calc.started_at is None
         assert calc.attempts == 1
-        again = await db.claim_next(conn)
+        again = await claim_run(conn)
         assert again is not None
         assert again.id == first
         assert again.attempts == 2
@@ -147,11 +154,11 @@ async def test_only_the_current_attempt_may_write_its_outcome(
     conn: aiosqlite.Connection, config: Config
 ) -> None:
     calc_id = await insert(conn)
-    first = await db.claim_next(conn)
+    first = await claim_run(conn)
     assert first is not None
     # The run was recovered after a crash and claimed again: the first attempt is stale.
     await db.requeue_running(conn)
-    second = await db.claim_next(conn)
+    second = await claim_run(conn)
     assert second is not None
     assert second.attempts == first.attempts + 1
     assert store(config, first, b"[1]") is False
@@ -168,7 +175,7 @@ async def test_a_cancelled_run_is_not_written_over(
     conn: aiosqlite.Connection, config: Config
 ) -> None:
     calc_id = await insert(conn)
-    claimed = await db.claim_next(conn)
+    claimed = await claim_run(conn)
     assert claimed is not None
     assert await db.cancel(conn, calc_id) is not None
     assert store(config, claimed, b"[]") is False
@@ -181,10 +188,10 @@ async def test_a_cancelled_run_is_not_written_over(
 async def test_runs_interrupted_max_attempts_times_are_failed_on_start(config: Config) -> None:
     async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
         calc_id = await insert(conn)
-        await db.claim_next(conn)
+        await claim_run(conn)
     for _ in range(2):  # the second start requeues; the one after fails it
         async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
-            await db.claim_next(conn)
+            await claim_run(conn)
     async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
         calc = await db.get_calculation(conn, calc_id)
     assert calc is not None

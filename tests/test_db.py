@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from service import db
 from service.config import Config
 from service.models import Status
+from tests.conftest import claim_run, insert_run
 
 DAY = date(2024, 1, 1)
 
@@ -20,9 +23,7 @@ DAY = date(2024, 1, 1)
 async def insert(conn: aiosqlite.Connection, count: int) -> list[int]:
     ids = []
     for i in range(count):
-        calc_id = await db.insert_calculation(
-            conn, name=f"r{i}", date_start=DAY, date_fin=DAY, lag=1, seed=i
-        )
+        calc_id = await insert_run(conn, name=f"r{i}", date_start=DAY, date_fin=DAY, lag=1, seed=i)
         assert calc_id is not None
         ids.append(calc_id)
     return ids
@@ -55,11 +56,11 @@ async def real_counts(conn: aiosqlite.Connection) -> dict[Status, int]:
 
 async def test_counts_follow_every_change(conn: aiosqlite.Connection, config: Config) -> None:
     ids = await insert(conn, 6)
-    claimed = await db.claim_next(conn)
+    claimed = await claim_run(conn)
     assert claimed is not None
     await db.cancel(conn, ids[1])
     await db.cancel(conn, ids[0])  # the running one
-    second = await db.claim_next(conn)
+    second = await claim_run(conn)
     assert second is not None
     await db.mark_failed(conn, second, "boom", 0.1)
     await conn.execute("DELETE FROM calculations WHERE id = ?", (ids[5],))
@@ -80,7 +81,7 @@ async def test_counts_follow_every_change(conn: aiosqlite.Connection, config: Co
 async def test_counts_are_rebuilt_for_a_database_made_without_them(config: Config) -> None:
     async with db.connect(config.db_path, config.schema_path) as conn:
         await insert(conn, 3)
-        await db.claim_next(conn)
+        await claim_run(conn)
         await conn.execute("DROP TABLE calculation_counts")
     async with (
         db.connect(config.db_path, config.schema_path) as conn,
@@ -115,3 +116,71 @@ async def test_schema_applies_twice(config: Config) -> None:
             await insert(conn, 1)
     async with reading(config.db_path) as reader:
         assert await total(reader) == 2
+
+
+@asynccontextmanager
+async def queue_on(db_path: Path) -> AsyncIterator[db.Queue]:
+    batcher = db.Queue(db_path)
+    await batcher.open()
+    try:
+        yield batcher
+    finally:
+        await batcher.close()
+
+
+def new_run(seed: int, **extra: Any) -> dict[str, Any]:
+    return db.insert_params(name="r", date_start=DAY, date_fin=DAY, lag=1, seed=seed, **extra)
+
+
+async def test_concurrent_creates_are_each_written_and_committed_before_their_answer(
+    conn: aiosqlite.Connection, config: Config
+) -> None:
+    async with queue_on(config.db_path) as batcher:
+        ids = await asyncio.gather(*(batcher.insert(new_run(i)) for i in range(50)))
+        # Answered means committed: another connection sees every row at once.
+        async with reading(config.db_path) as reader:
+            assert reader.count_by_status()[Status.QUEUED] == 50
+    assert sorted(ids) == list(range(1, 51))  # type: ignore[type-var]
+    seeds = await conn.execute_fetchall("SELECT id, seed FROM calculations ORDER BY id")
+    assert [tuple(row) for row in seeds] == [(calc_id, i) for i, calc_id in enumerate(ids)]
+
+
+async def test_queue_limit_and_idempotency_hold_inside_one_batch(
+    conn: aiosqlite.Connection, config: Config
+) -> None:
+    async with queue_on(config.db_path) as batcher:
+        limited = await asyncio.gather(
+            *(batcher.insert(new_run(i, max_queued=10)) for i in range(25))
+        )
+        assert sum(calc_id is not None for calc_id in limited) == 10
+        await conn.execute("DELETE FROM calculations")
+        keyed = await asyncio.gather(
+            *(batcher.insert(new_run(i, idempotency_key="k", request_hash="h")) for i in range(5))
+        )
+    assert sum(calc_id is not None for calc_id in keyed) == 1
+
+
+async def test_no_run_is_started_before_it_was_created(
+    conn: aiosqlite.Connection, config: Config
+) -> None:
+    """Another producer inserts runs now and then, while claims keep the queue empty: each
+    claim takes its time holding the write lock, so after every commit it can see."""
+    produced = asyncio.Event()
+
+    async def claims() -> None:
+        while not produced.is_set():
+            await batcher.claim()
+
+    async def other_producer() -> None:
+        for i in range(50):
+            await insert_run(conn, name="other", date_start=DAY, date_fin=DAY, lag=1, seed=i)
+            await asyncio.sleep(0.002)
+        produced.set()
+
+    async with queue_on(config.db_path) as batcher:
+        await asyncio.gather(claims(), other_producer())
+    rows = await conn.execute_fetchall(
+        "SELECT created_at, started_at FROM calculations WHERE started_at IS NOT NULL"
+    )
+    assert len(rows) >= 49
+    assert all(created <= started for created, started in rows)

@@ -17,7 +17,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from service import db
 from service.api.pages import STATIC_DIR
 from service.config import Config
-from tests.conftest import wait_until_up
+from tests.conftest import claim_run, insert_run, wait_until_up
 from tests.test_api_results import csv_records
 
 Client = TestClient[Any, Any]
@@ -310,8 +310,8 @@ async def test_a_failed_run_shows_its_error(start_server: Any, page: Page, tmp_p
     config = Config(database_url=f"sqlite:///{tmp_path / 'calc.db'}")
     async with db.connect(config.db_path, config.schema_path) as conn:
         params = {"date_start": date(2024, 1, 1), "date_fin": date(2024, 1, 31), "lag": 7}
-        await db.insert_calculation(conn, name="doomed", seed=1, **params)
-        claimed = await db.claim_next(conn)
+        await insert_run(conn, name="doomed", seed=1, **params)
+        claimed = await claim_run(conn)
         assert claimed is not None
         assert await db.mark_failed(conn, claimed, "ValueError: the well ran dry", 0.25)
     base = await serve(start_server)

@@ -25,7 +25,7 @@ from service import db
 from service.compression import accepts_gzip, gzip_parts
 from service.db import Form
 from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull
-from service.keys import CONFIG, CONSUMER, DB, METRICS, READER
+from service.keys import CONFIG, CONSUMER, DB, METRICS, QUEUE, READER
 from service.models import TERMINAL, Calculation, Status, point_count
 from service.schemas import (
     MAX_SEED,
@@ -74,7 +74,7 @@ CREATE_ERRORS = {
 @response_schema(CalculationCreated, 200, description="Created before with this Idempotency-Key.")
 async def create_calculation(request: web.Request) -> web.Response:
     params, key = request["json"], request["headers"].get("key")
-    config, conn = request.app[CONFIG], request.app[DB]
+    config = request.app[CONFIG]
     points = point_count(params["date_start"], params["date_fin"], params["lag"])
     if points > config.max_points:
         message = f"The result would have {points} rows; the limit is {config.max_points}."
@@ -82,12 +82,10 @@ async def create_calculation(request: web.Request) -> web.Response:
     # Hashed before a seed is drawn, so that a retry of the same body matches.
     request_hash = None if key is None else params_hash(params)
     params.setdefault("seed", SEEDS.randint(0, MAX_SEED))
-    calc_id = await db.insert_calculation(
-        conn,
-        **params,
-        max_queued=config.max_queued,
-        idempotency_key=key,
-        request_hash=request_hash,
+    calc_id = await request.app[QUEUE].insert(
+        db.insert_params(
+            **params, max_queued=config.max_queued, idempotency_key=key, request_hash=request_hash
+        )
     )
     if calc_id is None:
         return await replay_or_refuse(request, key, request_hash)
