@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 from dataclasses import fields, replace
 
 from aiohttp import web
 
-from service import logs
+from service import logs, memory
 from service.app import create_app
 from service.config import Config, field_type
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 HELP = {
     "database_url": "sqlite:///relative/path or sqlite:////absolute/path",
@@ -56,17 +52,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return replace(env, **vars(parser.parse_args(argv)))
 
 
-def return_freed_memory() -> None:
-    """Make glibc serve buffers over 256 KiB (results) from mmap, and so give them back to the
-    system when freed. Left alone, it raises that threshold after the first large free and
-    keeps later results in a heap that never shrinks."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 256 * 1024)
-
-
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
-    return_freed_memory()
+    memory.configure()
     logs.configure(config.log_level, config.log_format)
     # Our middleware logs each request once, with its request id; aiohttp's own log would
     # say it again. The shutdown timeout leaves the consumer's grace time to finish runs.

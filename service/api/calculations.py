@@ -21,7 +21,7 @@ from aiohttp_apigami import (
     response_schema,
 )
 
-from service import db
+from service import db, memory
 from service.compression import accepts_gzip, gzip_parts
 from service.db import Form
 from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull
@@ -249,16 +249,18 @@ async def send_parts(
     response.content_type, response.content_length = content_type, size
     if charset is not None:
         response.charset = charset
-    try:
-        await response.prepare(request)
-        for part in parts:
-            view = memoryview(part)
-            for start in range(0, len(view), CHUNK):
-                await response.write(view[start : start + CHUNK])
-                # A write to a socket that keeps up returns without yielding: yield here, or
-                # a 7 MB answer would be written in one go while every other request waits.
-                await asyncio.sleep(0)
-        await response.write_eof()
-    except ConnectionResetError:
-        log.debug("the client left before the whole answer was sent")
+    with memory.large_answer():
+        try:
+            await response.prepare(request)
+            for part in parts:
+                view = memoryview(part)
+                for start in range(0, len(view), CHUNK):
+                    await response.write(view[start : start + CHUNK])
+                    # A write to a socket that keeps up returns without yielding: yield
+                    # here, or a 7 MB answer would be written in one go while every other
+                    # request waits.
+                    await asyncio.sleep(0)
+            await response.write_eof()
+        except ConnectionResetError:
+            log.debug("the client left before the whole answer was sent")
     return response
