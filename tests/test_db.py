@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import pytest
@@ -18,6 +18,7 @@ from service.models import Status
 from tests.conftest import claim_run, insert_run
 
 DAY = date(2024, 1, 1)
+Part = TypeVar("Part", db.Reader, db.Queue)
 
 
 async def insert(conn: aiosqlite.Connection, count: int) -> list[int]:
@@ -30,13 +31,21 @@ async def insert(conn: aiosqlite.Connection, count: int) -> list[int]:
 
 
 @asynccontextmanager
-async def reading(db_path: Path) -> AsyncIterator[db.Reader]:
-    reader = db.Reader(db_path)
-    await reader.open()
+async def opened(part: Part) -> AsyncIterator[Part]:
+    """A `db.Reader` or `db.Queue`, open for the block."""
+    await part.open()
     try:
-        yield reader
+        yield part
     finally:
-        await reader.close()
+        await part.close()
+
+
+def reading(db_path: Path) -> AbstractAsyncContextManager[db.Reader]:
+    return opened(db.Reader(db_path))
+
+
+def queue_on(db_path: Path) -> AbstractAsyncContextManager[db.Queue]:
+    return opened(db.Queue(db_path))
 
 
 async def total(reader: db.Reader, status: Status | None = None) -> int:
@@ -116,16 +125,6 @@ async def test_schema_applies_twice(config: Config) -> None:
             await insert(conn, 1)
     async with reading(config.db_path) as reader:
         assert await total(reader) == 2
-
-
-@asynccontextmanager
-async def queue_on(db_path: Path) -> AsyncIterator[db.Queue]:
-    batcher = db.Queue(db_path)
-    await batcher.open()
-    try:
-        yield batcher
-    finally:
-        await batcher.close()
 
 
 def new_run(seed: int, **extra: Any) -> dict[str, Any]:
