@@ -51,7 +51,7 @@ class Slot:
         self._db_path = db_path
         self._process: BaseProcess | None = None
         self._pipe: Connection | None = None
-        self._ready: asyncio.Future[int] | None = None
+        self._ready: asyncio.Future[None] | None = None
         self._answer: asyncio.Future[Any] | None = None
         self._stopping = False
 
@@ -104,7 +104,7 @@ class Slot:
             return
         if kind == worker.READY:
             if self._ready is not None and not self._ready.done():
-                self._ready.set_result(value)
+                self._ready.set_result(None)
             return
         if self._answer is None or self._answer.done():  # pragma: no cover (one call at a time)
             return

@@ -82,9 +82,17 @@ async def test_cancel_an_ended_run_is_409_and_unknown_is_404(client: Client) -> 
     assert (await client.post("/api/v1/calculations/999/cancel")).status == 404
 
 
-async def test_cancelled_is_a_status_filter(client: Client) -> None:
+async def test_cancelled_is_a_status_filter(aiohttp_client: AiohttpClient, config: Config) -> None:
+    client = await app_client(aiohttp_client, config, kernel_delay=60)
+    await create(client)  # computes for a minute, so that the next run stays queued
+    queued = await create(client)
+    cancelled = await client.post(f"/api/v1/calculations/{queued}/cancel")
+    assert cancelled.status == 200
     resp = await client.get("/api/v1/calculations?status=cancelled")
     assert resp.status == 200
+    page = await resp.json()
+    assert [item["id"] for item in page["items"]] == [queued]
+    assert page["total"] == 1
 
 
 async def test_same_idempotency_key_and_body_gives_the_same_run(client: Client) -> None:
