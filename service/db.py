@@ -276,19 +276,24 @@ class Queue:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
-                assert self._conn is not None, "open() first"
-                try:
-                    ids = await self._in_thread(insert_many, self._conn, [p for p, _ in batch])
-                except Exception as exc:
-                    for _, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(exc)
-                    continue
-                for (_, answer), calc_id in zip(batch, ids, strict=True):
-                    if not answer.done():
-                        answer.set_result(calc_id)
+                await self._write(batch)
         finally:
             self._flushing = None
+
+    async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[int | None]]]) -> None:
+        assert self._conn is not None, "open() first"
+        try:
+            ids = await self._in_thread(insert_many, self._conn, [params for params, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:  # written again one by one: one bad insert fails only itself
+                for one in batch:
+                    await self._write([one])
+            elif not batch[0][1].done():
+                batch[0][1].set_exception(exc)
+            return
+        for (_, answer), calc_id in zip(batch, ids, strict=True):
+            if not answer.done():
+                answer.set_result(calc_id)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)

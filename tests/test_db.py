@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date
@@ -157,6 +158,20 @@ async def test_queue_limit_and_idempotency_hold_inside_one_batch(
             *(batcher.insert(new_run(i, idempotency_key="k", request_hash="h")) for i in range(5))
         )
     assert sum(calc_id is not None for calc_id in keyed) == 1
+
+
+async def test_an_insert_that_fails_fails_alone(conn: aiosqlite.Connection, config: Config) -> None:
+    broken = {**new_run(99), "name": None}  # NOT NULL: what a bug upstream could send
+    async with queue_on(config.db_path) as batcher:
+        answers = await asyncio.gather(
+            *(batcher.insert(params) for params in (new_run(1), broken, new_run(2))),
+            return_exceptions=True,
+        )
+    assert answers[0] == 1
+    assert isinstance(answers[1], sqlite3.IntegrityError)
+    assert answers[2] == 2
+    seeds = await conn.execute_fetchall("SELECT seed FROM calculations ORDER BY id")
+    assert [row[0] for row in seeds] == [1, 2]
 
 
 async def test_no_run_is_started_before_it_was_created(
