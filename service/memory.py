@@ -18,7 +18,7 @@ except OSError:  # not glibc: nothing to set up, nothing to trim
 TRIM_DELAY = 0.5  # seconds: long enough for the last answer's pieces to have been freed
 
 _sending = 0  # large answers being sent by this process
-_trimming: asyncio.TimerHandle | asyncio.Future[None] | None = None
+_timer: asyncio.TimerHandle | None = None
 
 
 def configure() -> None:
@@ -33,27 +33,20 @@ def configure() -> None:
 def large_answer() -> Iterator[None]:
     """Around the sending of a large answer. Its pieces come from the heap (under the mmap
     threshold, so that reading them costs no fresh pages), and the heap keeps freed pieces
-    for the next answer; once no large answer is left in flight, they go back to the system,
-    in a thread."""
-    global _sending, _trimming
+    for the next answer; TRIM_DELAY after the last large answer in flight, they go back to
+    the system, in a thread."""
+    global _sending, _timer
     _sending += 1
     try:
         yield
     finally:
         _sending -= 1
-        if _sending == 0 and _libc is not None and _trimming is None:
-            _trimming = asyncio.get_running_loop().call_later(TRIM_DELAY, _trim_if_quiet)
+        if _sending == 0 and _libc is not None:
+            if _timer is not None:
+                _timer.cancel()
+            _timer = asyncio.get_running_loop().call_later(TRIM_DELAY, _trim_if_quiet)
 
 
 def _trim_if_quiet() -> None:
-    global _trimming
     if _sending == 0 and _libc is not None:
-        _trimming = asyncio.get_running_loop().run_in_executor(None, _libc.malloc_trim, 0)
-        _trimming.add_done_callback(_trimmed)
-    else:
-        _trimming = None
-
-
-def _trimmed(_: object) -> None:
-    global _trimming
-    _trimming = None
+        asyncio.get_running_loop().run_in_executor(None, _libc.malloc_trim, 0)
