@@ -136,7 +136,10 @@ class Consumer:
             self._free.append(slot)
             self.notify()
         try:
-            await asyncio.shield(self._record(calc, outcome, reason))
+            if isinstance(outcome.output, Stored):  # written by the kernel process already
+                self._record_done(calc, outcome.output)
+            else:
+                await asyncio.shield(self._record_failure(calc, outcome.output, outcome, reason))
         finally:
             self.finished(calc.id)
 
@@ -166,14 +169,14 @@ class Consumer:
                 timer.cancel()
         return Outcome(output, time.perf_counter() - started, db.utcnow())
 
-    async def _record(self, calc: Calculation, outcome: Outcome, reason: str | None) -> None:
-        if isinstance(outcome.output, Stored):
-            if outcome.output.stored:  # by the kernel process, with the kernel's own time
-                duration = outcome.output.duration
-                log.info("calculation %d done in %.3f s", calc.id, duration, extra=ids(calc))
-                self._metrics.finished(Status.DONE, duration)
-            return
-        exc = outcome.output
+    def _record_done(self, calc: Calculation, stored: Stored) -> None:
+        if stored.stored:  # with the kernel's own time
+            log.info("calculation %d done in %.3f s", calc.id, stored.duration, extra=ids(calc))
+            self._metrics.finished(Status.DONE, stored.duration)
+
+    async def _record_failure(
+        self, calc: Calculation, exc: Exception, outcome: Outcome, reason: str | None
+    ) -> None:
         if reason == SHUTDOWN:
             if await db.requeue(self._conn, calc):
                 log.info(

@@ -181,7 +181,8 @@ async def get_when_ended(
         if calc is None or calc.status in TERMINAL:
             return calc
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ended.wait(), wait)
+            async with asyncio.timeout(wait):
+                await ended.wait()
     return await app[READER].get(calc_id, form)
 
 
