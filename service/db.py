@@ -68,6 +68,8 @@ SELECT {COLUMNS}, result_crc, length(result) AS result_size,
 FROM calculations WHERE id = :id
 """
 
+ANY_QUEUED = "SELECT 1 FROM calculations WHERE status = 'queued' LIMIT 1"
+
 CLAIM_NEXT = f"""
 UPDATE calculations
 SET status = 'running', started_at = :now, attempts = attempts + 1
@@ -235,10 +237,10 @@ class Queue:
     group commit). Each insert is still its own statement, with its own queue limit and
     idempotency checks, and none is answered before its transaction has committed.
 
-    Every timestamp is taken while its transaction holds the write lock, so that timestamps
-    follow the order of commits, whichever process or connection writes: a run is never
-    started before it was created. SQLite lets one connection write at a time; the busy
-    timeout makes the others (the writer's, a kernel process's) wait their turn."""
+    A claim takes its time while its transaction holds the write lock, after every commit it
+    can see, whichever process or connection made it: a run is never started before it was
+    created. SQLite lets one connection write at a time; the busy timeout makes the others
+    (the writer's, a kernel process's) wait their turn."""
 
     def __init__(self, db_path: Path) -> None:
         self._path = db_path
@@ -300,18 +302,22 @@ class Queue:
 
 
 def insert_many(conn: sqlite3.Connection, batch: list[dict[str, Any]]) -> list[int | None]:
-    """One transaction: each run's id, or None where nothing was inserted."""
-    with write_lock(conn):
-        # fetchall: each statement runs to its end, as COMMIT needs.
-        rows = [
-            conn.execute(INSERT_CALCULATION, {**params, "now": utcnow()}).fetchall()
-            for params in batch
-        ]
+    """Each run's id, or None where nothing was inserted: one run in a statement of its own,
+    several in one transaction."""
+    if len(batch) == 1:
+        rows = [conn.execute(INSERT_CALCULATION, batch[0]).fetchall()]
+    else:
+        with write_lock(conn):
+            # fetchall: each statement runs to its end, as COMMIT needs.
+            rows = [conn.execute(INSERT_CALCULATION, params).fetchall() for params in batch]
     return [int(found[0][0]) if found else None for found in rows]
 
 
 def claim_next(conn: sqlite3.Connection) -> Calculation | None:
-    with write_lock(conn):
+    # A look without the lock first: a claim of an empty queue (after each run) writes nothing.
+    if conn.execute(ANY_QUEUED).fetchone() is None:
+        return None
+    with write_lock(conn):  # the time is taken holding the lock, after every commit it sees
         rows = conn.execute(CLAIM_NEXT, {"now": utcnow()}).fetchall()
     return Calculation.from_row(rows[0]) if rows else None
 
