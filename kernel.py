@@ -1,14 +1,13 @@
 """The calculation: a synthetic production profile of one oil well, and its JSON form.
 
-Pure and re-runnable: the same arguments always give the same table. The process pool
-runs `run`; the server process never imports pandas or numpy.
+Pure and re-runnable: the same arguments always give the same table. Kernel processes
+(`service/worker.py`) run `run`; the server process never imports pandas or numpy.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import zlib
 from datetime import date
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 COLUMNS = ("date", "liquid", "oil", "water", "wct")
 LIQUID_NOISE = 0.05  # relative standard deviation of the liquid rate around its level
 OIL_NOISE = 0.03
-PARENT_CHECK_INTERVAL = 0.5  # seconds
 
 
 def calculate(date_start: date, date_fin: date, lag: int, seed: int) -> pd.DataFrame:
@@ -95,9 +93,9 @@ def columns_of(frame: pd.DataFrame) -> list[list[Any]]:
     return columns
 
 
-def to_records_json(frame: pd.DataFrame) -> bytes:
-    """Strict JSON in UTF-8: a list of {date, liquid, oil, water, wct}, NaN as null."""
-    rows = zip(*columns_of(frame), strict=True)
+def to_records_json(columns: list[list[Any]]) -> bytes:
+    """Strict JSON in UTF-8 of `columns_of(frame)`: a list of {date, liquid, oil, water, wct}."""
+    rows = zip(*columns, strict=True)
     records = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     return json.dumps(records, allow_nan=False, separators=(",", ":")).encode()
 
@@ -107,10 +105,11 @@ def deflate_for_splicing(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
-def to_csv(frame: pd.DataFrame) -> str:
-    """CSV with a header row; numbers as in the JSON, an empty cell where the JSON has null."""
+def to_csv(columns: list[list[Any]]) -> str:
+    """CSV of `columns_of(frame)` with a header row; numbers as in the JSON, an empty cell
+    where the JSON has null."""
     lines = [",".join(COLUMNS)]
-    for day, *values in zip(*columns_of(frame), strict=True):
+    for day, *values in zip(*columns, strict=True):
         lines.append(",".join([day, *("" if v is None else repr(v) for v in values)]))
     return "\r\n".join(lines) + "\r\n"
 
@@ -119,30 +118,8 @@ def run(date_start: date, date_fin: date, lag: int, seed: int, delay: float = 0.
     """What the pool runs: the calculation, after `delay` seconds that stand for a long one."""
     if delay > 0:
         time.sleep(delay)
-    frame = calculate(date_start, date_fin, lag, seed)
-    data = to_records_json(frame)
+    columns = columns_of(calculate(date_start, date_fin, lag, seed))  # once, for both forms
+    data = to_records_json(columns)
     return Output(
-        json=data, deflated=deflate_for_splicing(data), crc=zlib.crc32(data), csv=to_csv(frame)
+        json=data, deflated=deflate_for_splicing(data), crc=zlib.crc32(data), csv=to_csv(columns)
     )
-
-
-def init_worker(server: int) -> None:
-    """Prepare a kernel process: the server decides when it stops, it does not outlive the
-    server, and the first run does not pay for importing pandas."""
-    import signal
-    import threading
-
-    # Ctrl-C reaches the whole process group; the server's shutdown handles it, not the kernel.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(server,), daemon=True).start()
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A server killed outright (SIGKILL, out of memory) cannot stop its kernel processes,
-    and one in the middle of a long run would not notice its pipe closing until the end:
-    they watch for being handed to another parent, and leave."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_INTERVAL)
-    os._exit(1)

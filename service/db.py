@@ -32,7 +32,7 @@ READER_PRAGMAS = (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA query_only
 # the cores busy, the event loop answers before a large result is read.
 READER_NICENESS = 5
 MMAP_SIZE = 1 << 30  # address space only: pages are mapped in as they are read
-# Under glibc's mmap threshold (256 KiB, set in __main__): see models.Pieces.
+# Under glibc's mmap threshold (256 KiB, set by service.memory): see models.Pieces.
 PIECE = 256 * 1024 - 64  # with the bytes object's header, still under it
 INLINE_MAX = 64 * 1024  # a result this small is read on the loop: the read costs less than a hop
 T = TypeVar("T")
@@ -250,14 +250,14 @@ class Queue:
         self._flushing: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        self._conn = await self._in_thread(connect_worker, self._path)
+        self._conn = await in_thread(self._thread, connect_worker, self._path)
         self._conn.row_factory = sqlite3.Row
 
     async def close(self) -> None:
         if self._flushing is not None:
             await self._flushing
         if self._conn is not None:
-            await self._in_thread(self._conn.close)
+            await in_thread(self._thread, self._conn.close)
         self._thread.shutdown()
 
     async def insert(self, params: dict[str, Any]) -> int | None:
@@ -272,7 +272,7 @@ class Queue:
     async def claim(self) -> Calculation | None:
         """The oldest queued run, now running (one more attempt); None if none is queued."""
         assert self._conn is not None, "open() first"
-        return await self._in_thread(claim_next, self._conn)
+        return await in_thread(self._thread, claim_next, self._conn)
 
     async def _flush(self) -> None:
         try:
@@ -285,7 +285,9 @@ class Queue:
     async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[int | None]]]) -> None:
         assert self._conn is not None, "open() first"
         try:
-            ids = await self._in_thread(insert_many, self._conn, [params for params, _ in batch])
+            ids = await in_thread(
+                self._thread, insert_many, self._conn, [params for params, _ in batch]
+            )
         except Exception as exc:
             if len(batch) > 1:  # written again one by one: one bad insert fails only itself
                 for one in batch:
@@ -297,8 +299,10 @@ class Queue:
             if not answer.done():
                 answer.set_result(calc_id)
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+async def in_thread(thread: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in that thread, whose connection only it may use."""
+    return await asyncio.get_running_loop().run_in_executor(thread, fn, *args)
 
 
 def insert_many(conn: sqlite3.Connection, batch: list[dict[str, Any]]) -> list[int | None]:
@@ -365,14 +369,14 @@ class Reader:
     async def open(self) -> None:
         self._here = open_reader(self._path)
         # Mapped, the hundreds of pages a large result spans are read without a system call each.
-        self._there = await self._in_thread(open_reader, self._path, MMAP_SIZE)
-        await self._in_thread(os.nice, READER_NICENESS)
+        self._there = await in_thread(self._thread, open_reader, self._path, MMAP_SIZE)
+        await in_thread(self._thread, os.nice, READER_NICENESS)
 
     async def close(self) -> None:
         if self._here is not None:
             self._here.close()
         if self._there is not None:
-            await self._in_thread(self._there.close)
+            await in_thread(self._thread, self._there.close)
         self._thread.shutdown()
 
     async def get(self, calc_id: int, form: Form) -> Calculation | None:
@@ -394,7 +398,7 @@ class Reader:
     async def csv(self, calc_id: int) -> Pieces | None:
         """The stored CSV of a done run; None if there is none (yet)."""
         assert self._there is not None
-        return await self._in_thread(read_blob, self._there, "result_csv", calc_id)
+        return await in_thread(self._thread, read_blob, self._there, "result_csv", calc_id)
 
     async def list_calculations(
         self,
@@ -425,7 +429,7 @@ class Reader:
         else:  # walks `offset` index entries: off the loop
             assert self._there is not None
             args = (self._there, limit, offset, descending ^ flipped, status)
-            rows, _ = await self._in_thread(read_page, *args)
+            rows, _ = await in_thread(self._thread, read_page, *args)
         return (rows[::-1] if flipped else rows), total
 
     def count_by_status(self) -> dict[Status, int]:
@@ -444,10 +448,7 @@ class Reader:
         if size is not None and size <= INLINE_MAX:
             return read_blob(self._conn_here, column, calc_id)
         assert self._there is not None
-        return await self._in_thread(read_blob, self._there, column, calc_id)
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return await in_thread(self._thread, read_blob, self._there, column, calc_id)
 
 
 def open_reader(db_path: Path, mmap_size: int = 0) -> sqlite3.Connection:
@@ -485,7 +486,7 @@ async def _fenced(conn: aiosqlite.Connection, sql: str, params: dict[str, Any]) 
 
 
 def connect_worker(db_path: Path) -> sqlite3.Connection:
-    """A connection that writes beside the server's writer: a kernel process's, the intake's."""
+    """A connection that writes beside the server's writer: a kernel process's, the `Queue`'s."""
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA synchronous = NORMAL")  # a setting of each connection, not of the file
@@ -498,7 +499,6 @@ def store_result(
     attempt: int,
     output: kernel.Output,
     duration: float,
-    ended_at: str | None = None,
 ) -> bool:
     """Store the result of this attempt; False if the attempt is no longer the current one.
     Called in the kernel process, so that a large result never passes through the server."""
@@ -510,7 +510,7 @@ def store_result(
         "crc": output.crc,
         "csv": output.csv,
         "duration": round(duration, 6),
-        "now": ended_at or utcnow(),
+        "now": utcnow(),
     }
     # fetchall, not fetchone: the statement must run to its end for the write to commit.
     return bool(conn.execute(MARK_DONE, params).fetchall())
@@ -563,8 +563,8 @@ async def connect_reader(db_path: Path) -> AsyncIterator[aiosqlite.Connection]:
 
 
 async def db_context(app: web.Application) -> AsyncIterator[None]:
-    """The writer, in a thread of its own; the runs' `Reader`; and a reader connection for the
-    ping-pong traces, in a thread of its own too. No kind of work queues behind another."""
+    """The writer, the runs' `Queue` and `Reader`, and a reader connection for the ping-pong
+    traces, each with a thread of its own: no kind of work queues behind another."""
     config = app[CONFIG]
     reader, queue = Reader(config.db_path), Queue(config.db_path)
     async with (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import multiprocessing
 import os
 import signal
@@ -16,8 +15,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from service import worker
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -46,8 +43,7 @@ class Slot:
     it computes; a new process then takes its place. Calls and answers are small (the process
     stores results itself) and go through a pipe the event loop watches."""
 
-    def __init__(self, number: int, db_path: Path) -> None:
-        self.number = number
+    def __init__(self, db_path: Path) -> None:
         self._db_path = db_path
         self._process: BaseProcess | None = None
         self._pipe: Connection | None = None
@@ -155,7 +151,7 @@ class KernelPool:
     """`workers` slots, started together so that the first run does not wait for pandas."""
 
     def __init__(self, workers: int, db_path: Path) -> None:
-        self.slots = [Slot(number, db_path) for number in range(workers)]
+        self.slots = [Slot(db_path) for _ in range(workers)]
 
     def start(self) -> None:
         for slot in self.slots:

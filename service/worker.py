@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sqlite3
+import threading
 import time
 import traceback
 from datetime import date
@@ -17,6 +19,7 @@ import kernel
 from service import db
 
 NICENESS = 10  # added to the server's: a kernel process gets the CPU time the server leaves
+PARENT_CHECK_INTERVAL = 0.5  # seconds
 READY, RETURNED, RAISED = "ready", "returned", "raised"  # what the process sends back
 
 _conn: sqlite3.Connection | None = None
@@ -35,7 +38,12 @@ def serve(pipe: Connection, server: int, db_path: Path) -> None:
     global _conn
     # Computing is batch work, answering is not: with the cores busy, the server goes first.
     os.nice(NICENESS)
-    kernel.init_worker(server)
+    # Ctrl-C reaches the whole process group; the server's shutdown handles it, not the kernel.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(server,), daemon=True).start()
+    import numpy  # noqa: F401 (the first run does not pay for importing them)
+    import pandas  # noqa: F401
+
     _conn = db.connect_worker(db_path)
     pipe.send((READY, None))
     while True:
@@ -44,6 +52,15 @@ def serve(pipe: Connection, server: int, db_path: Path) -> None:
             pipe.send(answer(fn, args))
         except (EOFError, BrokenPipeError):  # the server is gone
             return
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A server killed outright (SIGKILL, out of memory) cannot stop its kernel processes,
+    and one in the middle of a long run would not notice its pipe closing until the end:
+    they watch for being handed to another parent, and leave."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_INTERVAL)
+    os._exit(1)
 
 
 def answer(fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:

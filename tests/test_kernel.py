@@ -83,7 +83,9 @@ def test_wct_is_null_where_liquid_is_zero() -> None:
             "wct": wct,
         }
     )
-    records = json.loads(kernel.to_records_json(frame), parse_constant=pytest.fail)
+    records = json.loads(
+        kernel.to_records_json(kernel.columns_of(frame)), parse_constant=pytest.fail
+    )
     assert [r["wct"] for r in records] == [None, 0.2, None]
 
 
@@ -123,4 +125,7 @@ def test_csv_leaves_wct_empty_where_liquid_is_zero() -> None:
             "wct": [np.nan],
         }
     )
-    assert kernel.to_csv(frame) == "date,liquid,oil,water,wct\r\n2024-01-01,0.0,0.0,0.0,\r\n"
+    assert (
+        kernel.to_csv(kernel.columns_of(frame))
+        == "date,liquid,oil,water,wct\r\n2024-01-01,0.0,0.0,0.0,\r\n"
+    )

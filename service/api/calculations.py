@@ -41,7 +41,7 @@ from service.schemas import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024  # bodies larger than this are streamed in pieces of this size
+CHUNK = 256 * 1024  # bodies larger than this are streamed, a part at a time
 
 # A seed only needs to differ between runs, not to be secret: drawing it from the system's
 # random source would cost a system call per request.
@@ -238,9 +238,9 @@ async def send_parts(
     headers: dict[str, str],
     charset: str | None = None,
 ) -> web.StreamResponse:
-    """A body made of parts. A large one goes out in chunks, each written when the socket
-    has room, with the loop's other work served between two chunks; no copy of the whole
-    body is ever made."""
+    """A body made of parts: stored results come in pieces under `CHUNK` (`db.PIECE`). A
+    large one goes out a part at a time, each written when the socket has room, with the
+    loop's other work served between two parts; no copy of the whole body is ever made."""
     size = sum(len(part) for part in parts)
     if size <= CHUNK:
         return web.Response(
@@ -254,13 +254,10 @@ async def send_parts(
         try:
             await response.prepare(request)
             for part in parts:
-                view = memoryview(part)
-                for start in range(0, len(view), CHUNK):
-                    await response.write(view[start : start + CHUNK])
-                    # A write to a socket that keeps up returns without yielding: yield
-                    # here, or a 7 MB answer would be written in one go while every other
-                    # request waits.
-                    await asyncio.sleep(0)
+                await response.write(part)
+                # A write to a socket that keeps up returns without yielding: yield here, or
+                # a 7 MB answer would be written in one go while every other request waits.
+                await asyncio.sleep(0)
             await response.write_eof()
         except ConnectionResetError:
             log.debug("the client left before the whole answer was sent")
