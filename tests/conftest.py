@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import csv
+import io
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ from service.models import TERMINAL, Calculation
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_RUN = {"date_start": "2024-01-01", "date_fin": "2024-01-31", "lag": 7}
+CSV_HEADER = ["date", "liquid", "oil", "water", "wct"]
 
 
 @pytest.fixture
@@ -46,6 +54,26 @@ async def conn(config: Config) -> AsyncIterator[aiosqlite.Connection]:
     """A connection to the same database file the app uses, ready as at start-up."""
     async with db.connect(config.db_path, config.schema_path) as connection:
         yield connection
+
+
+async def app_client(
+    aiohttp_client: AiohttpClient, config: Config, **changes: Any
+) -> TestClient[Any, Any]:
+    """A client of an app made with these settings changed."""
+    return await aiohttp_client(create_app(replace(config, **changes)))
+
+
+async def insert_runs(conn: aiosqlite.Connection, count: int) -> list[int]:
+    """Queued one-day runs written straight into the table, so the consumer is not involved."""
+    ids = []
+    day = date(2024, 1, 1)
+    for i in range(count):
+        calc_id = await insert_run(
+            conn, name=f"run {i}", date_start=day, date_fin=day, lag=1, seed=i
+        )
+        assert calc_id is not None
+        ids.append(calc_id)
+    return ids
 
 
 async def insert_run(conn: aiosqlite.Connection, **fields: Any) -> int | None:
@@ -148,3 +176,37 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def database(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows read straight from the file, as another program would."""
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def json_log_lines(path: Path) -> list[dict[str, Any]]:
+    """A server's JSON log lines; a killed server's resource tracker adds plain warnings."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+async def wait_gone(pids: set[int], timeout: float = 10.0) -> None:
+    """Until none of these processes runs any more."""
+    async with asyncio.timeout(timeout):
+        while any(running(pid) for pid in pids):
+            await asyncio.sleep(0.05)
+
+
+def csv_records(text: str) -> list[dict[str, Any]]:
+    """The CSV rows as the JSON result writes them: numbers as numbers, an empty cell as null."""
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == CSV_HEADER
+    return [
+        {
+            "date": day,
+            **{
+                k: None if v == "" else float(v)
+                for k, v in zip(CSV_HEADER[1:], values, strict=True)
+            },
+        }
+        for day, *values in rows[1:]
+    ]

@@ -9,7 +9,7 @@ import aiosqlite
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import create, insert_run, wait_for_terminal
+from tests.conftest import create, insert_run, insert_runs, wait_for_terminal
 
 Client = TestClient[Any, Any]
 DAY = date(2024, 1, 1)
@@ -20,18 +20,6 @@ async def listing(client: Client, query: str = "") -> dict[str, Any]:
     assert resp.status == 200
     body: dict[str, Any] = await resp.json()
     return body
-
-
-async def insert_runs(conn: aiosqlite.Connection, count: int) -> list[int]:
-    """Queued rows written straight into the table, so the consumer is not involved."""
-    ids = []
-    for i in range(count):
-        calc_id = await insert_run(
-            conn, name=f"run {i}", date_start=DAY, date_fin=DAY, lag=1, seed=i
-        )
-        assert calc_id is not None
-        ids.append(calc_id)
-    return ids
 
 
 async def test_empty_list(client: Client) -> None:

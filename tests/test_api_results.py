@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import re
 from datetime import date
 from typing import Any
@@ -16,23 +14,9 @@ from pytest_aiohttp import AiohttpClient
 from service import db
 from service.app import create_app
 from service.config import Config
-from tests.conftest import claim_run, create, insert_run, wait_for_terminal
+from tests.conftest import claim_run, create, csv_records, insert_run, wait_for_terminal
 
 Client = TestClient[Any, Any]
-HEADER = ["date", "liquid", "oil", "water", "wct"]
-
-
-def csv_records(text: str) -> list[dict[str, Any]]:
-    """The CSV rows as the JSON result writes them: numbers as numbers, an empty cell as null."""
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert rows[0] == HEADER
-    return [
-        {
-            "date": day,
-            **{k: None if v == "" else float(v) for k, v in zip(HEADER[1:], values, strict=True)},
-        }
-        for day, *values in rows[1:]
-    ]
 
 
 async def test_csv_of_a_done_run_has_the_rows_and_values_of_its_json(client: Client) -> None:

@@ -16,19 +16,10 @@ import pytest
 from service import db
 from service.config import Config
 from service.models import Status
-from tests.conftest import claim_run, insert_run
+from tests.conftest import claim_run, insert_run, insert_runs
 
 DAY = date(2024, 1, 1)
 Part = TypeVar("Part", db.Reader, db.Queue)
-
-
-async def insert(conn: aiosqlite.Connection, count: int) -> list[int]:
-    ids = []
-    for i in range(count):
-        calc_id = await insert_run(conn, name=f"r{i}", date_start=DAY, date_fin=DAY, lag=1, seed=i)
-        assert calc_id is not None
-        ids.append(calc_id)
-    return ids
 
 
 @asynccontextmanager
@@ -65,7 +56,7 @@ async def real_counts(conn: aiosqlite.Connection) -> dict[Status, int]:
 
 
 async def test_counts_follow_every_change(conn: aiosqlite.Connection, config: Config) -> None:
-    ids = await insert(conn, 6)
+    ids = await insert_runs(conn, 6)
     claimed = await claim_run(conn)
     assert claimed is not None
     await db.cancel(conn, ids[1])
@@ -90,7 +81,7 @@ async def test_counts_follow_every_change(conn: aiosqlite.Connection, config: Co
 
 async def test_counts_are_rebuilt_for_a_database_made_without_them(config: Config) -> None:
     async with db.connect(config.db_path, config.schema_path) as conn:
-        await insert(conn, 3)
+        await insert_runs(conn, 3)
         await claim_run(conn)
         await conn.execute("DROP TABLE calculation_counts")
     async with (
@@ -108,7 +99,7 @@ async def test_counts_are_rebuilt_for_a_database_made_without_them(config: Confi
 async def test_every_page_from_either_end_is_the_same_slice(
     conn: aiosqlite.Connection, config: Config, per_page: int, descending: bool, near: int
 ) -> None:
-    ids = await insert(conn, 23)
+    ids = await insert_runs(conn, 23)
     expected = ids[::-1] if descending else ids
     async with reading(config.db_path) as reader:
         for page in range(1, 23 // per_page + 3):
@@ -123,7 +114,7 @@ async def test_every_page_from_either_end_is_the_same_slice(
 async def test_schema_applies_twice(config: Config) -> None:
     for _ in range(2):
         async with db.connect(config.db_path, config.schema_path) as conn:
-            await insert(conn, 1)
+            await insert_runs(conn, 1)
     async with reading(config.db_path) as reader:
         assert await total(reader) == 2
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import os
 import random
-import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,17 +21,21 @@ from pytest_aiohttp import AiohttpClient
 
 from service.app import create_app
 from service.config import Config
-from tests.conftest import SMALL_RUN, children, create, running, wait_for_terminal, wait_until_up
+from tests.conftest import (
+    SMALL_RUN,
+    children,
+    create,
+    database,
+    json_log_lines,
+    wait_for_terminal,
+    wait_gone,
+    wait_until_up,
+)
 
 CYCLES = 30
 MAX_ATTEMPTS = 3
 CLIENTS = 4
 POSTS_PER_CLIENT = 8  # per cycle: enough to keep a backlog, few enough to drain in seconds
-
-
-def database(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return conn.execute(sql).fetchall()
 
 
 async def submit_until(
@@ -84,10 +86,7 @@ async def test_kill_restart_harness_keeps_every_promise(start_server: Any, tmp_p
         _, base = start_server(env)
         await wait_until_up(base)
         await wait_until_drained(session, base)
-    # No kernel process outlives the server killed under it.
-    async with asyncio.timeout(10):
-        while any(running(pid) for pid in kernels):
-            await asyncio.sleep(0.05)
+    await wait_gone(kernels)  # no kernel process outlives the server killed under it
 
     rows = dict(database(db, "SELECT id, status FROM calculations"))
     assert acknowledged, why
@@ -99,9 +98,7 @@ async def test_kill_restart_harness_keeps_every_promise(start_server: Any, tmp_p
         db, "SELECT id FROM calculations WHERE status = 'done' AND result IS NULL"
     )
     assert without_result == [], why
-    # JSON lines from the server; a killed server's resource tracker adds a plain warning.
-    log_text = (tmp_path / "server.log").read_text()
-    lines = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    lines = json_log_lines(tmp_path / "server.log")
     done_lines = Counter(
         line["calc_id"]
         for line in lines

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.conftest import SMALL_RUN, children, running, wait_until_up
+from tests.conftest import SMALL_RUN, children, database, json_log_lines, wait_gone, wait_until_up
 
 QUERY = "?fields=attempts,duration"
 
@@ -33,10 +31,9 @@ async def wait_for(session: aiohttp.ClientSession, url: str, *statuses: str) -> 
 
 
 def row(db: Path, calc_id: int) -> tuple[str, int]:
-    with sqlite3.connect(db) as conn:
-        status, attempts = conn.execute(
-            "SELECT status, attempts FROM calculations WHERE id = ?", (calc_id,)
-        ).fetchone()
+    ((status, attempts),) = database(
+        db, "SELECT status, attempts FROM calculations WHERE id = ?", (calc_id,)
+    )
     return status, attempts
 
 
@@ -53,7 +50,7 @@ async def test_sigterm_lets_a_running_kernel_finish_within_the_grace(
     assert row(tmp_path / "calc.db", 1) == ("done", 1)
 
 
-async def test_sigterm_with_too_short_a_grace_queues_the_run_again(
+async def test_sigint_with_too_short_a_grace_queues_the_run_again(
     start_server: Any, tmp_path: Path
 ) -> None:
     proc, base = start_server({"KERNEL_DELAY": "60", "SHUTDOWN_GRACE": "0.5"})
@@ -83,18 +80,13 @@ async def test_sigkill_mid_run_then_restart_completes_the_run_exactly_once(
         assert kernels
         proc.kill()
         await asyncio.to_thread(proc.wait)
-        # The kernel process, mid-run, does not outlive the server killed outright.
-        async with asyncio.timeout(10):
-            while any(running(pid) for pid in kernels):
-                await asyncio.sleep(0.05)
+        await wait_gone(kernels)  # the kernel process, mid-run, does not outlive the server
         assert row(tmp_path / "calc.db", 1) == ("running", 1)
         _, base = start_server({"KERNEL_DELAY": "0", "LOG_FORMAT": "json"})
         await wait_until_up(base)
         body = await wait_for(session, base + "/api/v1/calculations/1", "done")
     assert body["attempts"] == 2
-    # JSON lines from the server; a killed server's resource tracker adds a plain warning.
-    log_text = (tmp_path / "server.log").read_text()
-    lines = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    lines = json_log_lines(tmp_path / "server.log")
     events = [(line.get("calc_id"), line["message"]) for line in lines if "calc_id" in line]
     assert events.count((1, "calculation 1 queued")) == 1
     assert events.count((1, "calculation 1 queued again after an interruption")) == 1

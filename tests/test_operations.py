@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from service.app import create_app
 from service.config import Config
-from tests.conftest import SMALL_RUN, create, wait_for_terminal
+from tests.conftest import SMALL_RUN, app_client, create, wait_for_terminal
 
 Client = TestClient[Any, Any]
-
-
-async def app_client(aiohttp_client: AiohttpClient, config: Config, **changes: Any) -> Client:
-    return await aiohttp_client(create_app(replace(config, **changes)))
 
 
 async def status_of(client: Client, calc_id: int) -> str:

@@ -17,8 +17,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from service import db
 from service.api.pages import STATIC_DIR
 from service.config import Config
-from tests.conftest import claim_run, insert_run, wait_until_up
-from tests.test_api_results import csv_records
+from tests.conftest import claim_run, csv_records, insert_run, wait_until_up
 
 Client = TestClient[Any, Any]
 CHROMIUM = "/usr/bin/chromium"

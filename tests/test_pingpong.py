@@ -20,7 +20,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpRawServer, AiohttpServer
 from service.app import create_app
 from service.config import Config
 from service.pingpong import db
-from tests.conftest import free_port, wait_until_up
+from tests.conftest import app_client, free_port, wait_until_up
 
 Client = TestClient[Any, Any]
 HISTORICAL_KICK = {"name": "payload", "d;5Digits": [], "avg": None, "max": None, "min": None}
@@ -91,10 +91,6 @@ def pingpong(config: Config) -> Config:
     return replace(config, pingpong_seed=1, pingpong_reject_rate=0.0, pingpong_max_hops=100)
 
 
-async def start(aiohttp_client: AiohttpClient, config: Config, **settings: Any) -> Client:
-    return await aiohttp_client(create_app(replace(config, **settings)))
-
-
 async def test_seeded_pipeline_stops_where_the_seed_says(
     aiohttp_client: AiohttpClient, pingpong: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -103,7 +99,9 @@ async def test_seeded_pipeline_stops_where_the_seed_says(
     rng = Random(seed)  # one process: A and B share one generator
     hop, service, outcome, state = replay({"a": rng, "b": rng})
     assert (hop, service, outcome) == (14, "b", "refused")  # a long pipeline, ended by B
-    client = await start(aiohttp_client, pingpong, pingpong_seed=seed, pingpong_reject_rate=4 / 11)
+    client = await app_client(
+        aiohttp_client, pingpong, pingpong_seed=seed, pingpong_reject_rate=4 / 11
+    )
 
     url = await kick(client, "/pingpong/a", HISTORICAL_KICK)
     trace = await wait_stopped(client, url)
@@ -132,7 +130,7 @@ async def test_seeded_pipeline_stops_where_the_seed_says(
 async def test_hop_limit_ends_the_pipeline_and_b_sets_avg_max_min(
     aiohttp_client: AiohttpClient, pingpong: Config
 ) -> None:
-    client = await start(aiohttp_client, pingpong, pingpong_max_hops=7)
+    client = await app_client(aiohttp_client, pingpong, pingpong_max_hops=7)
     url = await kick(client, "/pingpong/a", {})
     trace = await wait_stopped(client, url)
 
@@ -159,7 +157,7 @@ async def test_hop_limit_ends_the_pipeline_and_b_sets_avg_max_min(
 async def test_empty_kick_starts_a_pipeline_and_a_refused_kick_is_still_202(
     aiohttp_client: AiohttpClient, pingpong: Config
 ) -> None:
-    client = await start(aiohttp_client, pingpong, pingpong_reject_rate=1.0)
+    client = await app_client(aiohttp_client, pingpong, pingpong_reject_rate=1.0)
     url = await kick(client, "/pingpong/a", {})
     trace = await wait_stopped(client, url)
     assert trace["summary"] == {
@@ -174,7 +172,7 @@ async def test_empty_kick_starts_a_pipeline_and_a_refused_kick_is_still_202(
 
 
 async def test_a_kick_at_b_starts_there(aiohttp_client: AiohttpClient, pingpong: Config) -> None:
-    client = await start(aiohttp_client, pingpong, pingpong_max_hops=2)
+    client = await app_client(aiohttp_client, pingpong, pingpong_max_hops=2)
     async with client.post("/pingpong/b", json={"digits": [1, 2]}) as resp:
         assert resp.status == 202
         url = (await resp.json())["url"]
@@ -259,7 +257,7 @@ async def test_invalid_hop_is_recorded_in_its_trace(client: Client) -> None:
 async def test_refused_hop_is_400_and_a_replayed_hop_409(
     aiohttp_client: AiohttpClient, pingpong: Config
 ) -> None:
-    client = await start(aiohttp_client, pingpong, pingpong_reject_rate=1.0)
+    client = await app_client(aiohttp_client, pingpong, pingpong_reject_rate=1.0)
     hop = {"trace_id": "t-2", "hop": 1, "digits": [5]}
     async with client.post("/pingpong/b", json=hop) as resp:
         assert resp.status == 400
@@ -280,7 +278,7 @@ async def test_partner_down_is_recorded_as_unreachable(
     aiohttp_client: AiohttpClient, pingpong: Config
 ) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
-    client = await start(aiohttp_client, pingpong, pingpong_b_url=nobody)
+    client = await app_client(aiohttp_client, pingpong, pingpong_b_url=nobody)
     trace = await wait_stopped(client, await kick(client, "/pingpong/a", {}))
     summary = trace["summary"]
     assert (summary["hop"], summary["service"]) == (1, "a")
@@ -296,7 +294,7 @@ async def test_partner_answering_something_else_is_a_partner_error(
         return web.Response(status=503, text="down for maintenance")
 
     partner = await aiohttp_raw_server(unavailable)
-    client = await start(aiohttp_client, pingpong, pingpong_b_url=str(partner.make_url("/")))
+    client = await app_client(aiohttp_client, pingpong, pingpong_b_url=str(partner.make_url("/")))
     trace = await wait_stopped(client, await kick(client, "/pingpong/a", {}))
     hop = trace["hops"][0]
     assert (hop["outcome"], hop["partner_status"]) == ("partner_error", 503)
@@ -317,7 +315,7 @@ async def test_running_trace_and_shutdown_records_the_forward_in_flight_as_inter
         return web.Response(status=202)
 
     partner = await aiohttp_raw_server(slow)
-    client = await start(aiohttp_client, pingpong, pingpong_b_url=str(partner.make_url("/")))
+    client = await app_client(aiohttp_client, pingpong, pingpong_b_url=str(partner.make_url("/")))
     trace_id = (await kick(client, "/pingpong/a", {})).rsplit("/", 1)[1]
     async with asyncio.timeout(10):
         await arrived.wait()
@@ -342,7 +340,7 @@ async def test_running_trace_and_shutdown_records_the_forward_in_flight_as_inter
 async def test_list_is_newest_first_and_paginated(
     aiohttp_client: AiohttpClient, pingpong: Config
 ) -> None:
-    client = await start(aiohttp_client, pingpong, pingpong_reject_rate=1.0)
+    client = await app_client(aiohttp_client, pingpong, pingpong_reject_rate=1.0)
     urls = [await kick(client, "/pingpong/a", {}) for _ in range(3)]
     first = await get_json(client, "/pingpong/traces?per_page=2")
     assert [item["url"] for item in first["items"]] == [urls[2], urls[1]]
