@@ -28,7 +28,6 @@ SMALL_RUN = {"date_start": "2024-01-01", "date_fin": "2024-01-31", "lag": 1}
 class Settings:
     """How much each scenario does: the full benchmark, or `--tiny` (about a second each)."""
 
-    tiny: bool = False
     intake_seconds: int = 10
     intake_connections: int = 32
     tail_seconds: int = 2  # intake's wrk waits this long for the answers still in flight
@@ -50,7 +49,6 @@ class Settings:
 
 
 TINY = Settings(
-    tiny=True,
     intake_seconds=1,
     tail_seconds=1,
     warm_rss_after=0.5,

@@ -7,8 +7,7 @@ import contextlib
 import json
 import math
 import signal
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from bench.procs import ROOT
 from bench.report import ERROR, FAIL, Row
@@ -28,8 +27,6 @@ class WrkResult:
     rps: float
     statuses: dict[int, int]
     errors: dict[str, int]  # socket errors, and `status`: answers that are not 2xx or 3xx
-    latency_ms: dict[str, float]
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def count(self, low: int, high: int) -> int:
         return sum(n for status, n in self.statuses.items() if low <= status < high)
@@ -151,8 +148,6 @@ def parse(stdout: str, stderr: str, seconds: int, tail: int | None) -> WrkResult
         rps=requests / window if window else 0.0,
         statuses={int(status): n for status, n in raw["statuses"].items()},
         errors=raw["errors"],
-        latency_ms={key: value / 1000 for key, value in raw["latency_us"].items()},
-        raw=raw,
     )
 
 

@@ -8,7 +8,6 @@ import json
 import sqlite3
 import statistics
 import time
-from datetime import UTC, datetime
 
 import aiohttp
 
@@ -16,6 +15,7 @@ from bench import procs
 from bench.harness import CREATE, SMALL_RUN, Context, read_db, say
 from bench.loadgen import WrkResult, checked, percentile, run_wrk
 from bench.report import Row, check_row, ratio_row
+from service.db import utcnow
 
 INTAKE_BODY = json.dumps(SMALL_RUN)
 
@@ -79,9 +79,8 @@ async def cancel_backlog(ctx: Context, server: procs.Server) -> int:
     """Cancel what intake left queued, as another program may (the table is the queue)."""
 
     def cancel() -> int:
-        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        now = utcnow()
         with contextlib.closing(sqlite3.connect(ctx.main_db, timeout=30)) as conn, conn:
-            conn.execute("PRAGMA busy_timeout = 30000")
             cursor = conn.execute(
                 "UPDATE calculations SET status = 'cancelled', finished_at = ?"
                 " WHERE status = 'queued'",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -34,6 +34,7 @@ HTTP_CODES = {
 class ApiError(Exception):
     status = 500
     code = "internal_error"
+    headers: ClassVar[Mapping[str, str]] = {}  # sent with the error, e.g. Retry-After
 
     def __init__(self, message: str, fields: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -54,6 +55,7 @@ class InvalidRequest(ApiError):
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
 class CalculationNotFound(ApiError):
@@ -69,7 +71,8 @@ class Conflict(ApiError):
 class QueueFull(ApiError):
     status = 429
     code = "queue_full"
-    retry_after = 5  # seconds: long enough for a busy queue to move, short enough to feel live
+    # Seconds: long enough for a busy queue to move, short enough to feel live.
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "5"}
 
 
 def error_body(code: str, message: str, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -91,10 +94,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.fields)
-        if isinstance(exc, QueueFull):
-            response.headers["Retry-After"] = str(exc.retry_after)
-        elif isinstance(exc, Unauthorized):
-            response.headers["WWW-Authenticate"] = "Bearer"
+        response.headers.update(exc.headers)
         return response
     except web.HTTPException as exc:
         if exc.status < 400:

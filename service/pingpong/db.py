@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import aiosqlite
 
 from service.db import fetch_one, utcnow
@@ -48,7 +50,8 @@ EXISTS (SELECT 1 FROM pingpong_hops h WHERE h.trace_id = t.trace_id
         AND (h.outcome IN ({_STOPPING_SQL}) OR h.partner_status = 400)) AS stopped
 """
 
-GET_TRACE = f"SELECT {TRACE_COLUMNS} FROM pingpong_traces t WHERE t.trace_id = :trace_id"
+# One trace's own row: its summary is made from its hops (trace.summarize), not counted here.
+TRACE_CREATED_AT = "SELECT created_at FROM pingpong_traces WHERE trace_id = :trace_id"
 
 LIST_TRACES = f"""
 SELECT {TRACE_COLUMNS} FROM pingpong_traces t
@@ -86,8 +89,8 @@ async def insert_hop(
         "payload": payload_json,
         "now": utcnow(),
     }
-    rows = list(await conn.execute_fetchall(INSERT_HOP, params))
-    return Hop.from_row(rows[0]) if rows else None
+    row = await fetch_one(conn, INSERT_HOP, params)
+    return None if row is None else Hop.from_row(row)
 
 
 async def finish_hop(
@@ -108,8 +111,8 @@ async def finish_hop(
         "detail": detail,
         "now": utcnow(),
     }
-    rows = list(await conn.execute_fetchall(FINISH_HOP, params))
-    return Hop.from_row(rows[0]) if rows else None
+    row = await fetch_one(conn, FINISH_HOP, params)
+    return None if row is None else Hop.from_row(row)
 
 
 async def list_hops(conn: aiosqlite.Connection, trace_id: str) -> list[Hop]:
@@ -117,9 +120,10 @@ async def list_hops(conn: aiosqlite.Connection, trace_id: str) -> list[Hop]:
     return [Hop.from_row(row) for row in rows]
 
 
-async def get_trace(conn: aiosqlite.Connection, trace_id: str) -> Trace | None:
-    row = await fetch_one(conn, GET_TRACE, {"trace_id": trace_id})
-    return None if row is None else Trace.from_row(row)
+async def trace_created_at(conn: aiosqlite.Connection, trace_id: str) -> datetime | None:
+    """When the trace was first seen; None if there is no such trace."""
+    row = await fetch_one(conn, TRACE_CREATED_AT, {"trace_id": trace_id})
+    return None if row is None else datetime.fromisoformat(row["created_at"])
 
 
 async def list_traces(conn: aiosqlite.Connection, *, limit: int, offset: int) -> list[Trace]:
@@ -129,5 +133,6 @@ async def list_traces(conn: aiosqlite.Connection, *, limit: int, offset: int) ->
 
 
 async def count_traces(conn: aiosqlite.Connection) -> int:
-    rows = list(await conn.execute_fetchall(COUNT_TRACES))
-    return int(rows[0][0])
+    row = await fetch_one(conn, COUNT_TRACES, {})
+    assert row is not None  # count(*) always answers a row
+    return int(row[0])

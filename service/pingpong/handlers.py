@@ -160,14 +160,14 @@ def partner_url(request: web.Request, pipeline: Pipeline, partner: Peer) -> URL:
 @response_schema(TraceOut, 200)
 async def get_trace(request: web.Request) -> web.Response:
     conn, trace_id = request.app[DB_READ], request.match_info["trace_id"]
-    trace = await db.get_trace(conn, trace_id)
-    if trace is None:
+    created_at = await db.trace_created_at(conn, trace_id)
+    if created_at is None:
         raise TraceNotFound(f"trace {trace_id} does not exist")
     hops = await db.list_hops(conn, trace_id)
     body = TraceOut().dump(
         {
-            "trace_id": trace.trace_id,
-            "created_at": trace.created_at,
+            "trace_id": trace_id,
+            "created_at": created_at,
             "summary": summarize(hops),
             "hops": hops,
         }

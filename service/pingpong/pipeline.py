@@ -95,6 +95,7 @@ def log_hop(hop: Hop) -> None:
         level,
         "pingpong trace=%s hop=%d service=%s outcome=%s detail=%s",
         hop.trace_id, hop.hop, hop.service, hop.outcome, hop.detail,
+        extra={"trace_id": hop.trace_id},
     )  # fmt: skip
 
 
@@ -198,7 +199,10 @@ class Pipeline:
             await asyncio.shield(self._finish(hop, outcome, status, detail))
         except Exception:
             log.exception(
-                "pingpong trace=%s hop=%d: recording the forward failed", hop.trace_id, hop.hop
+                "pingpong trace=%s hop=%d: recording the forward failed",
+                hop.trace_id,
+                hop.hop,
+                extra={"trace_id": hop.trace_id},
             )
 
     async def _post(

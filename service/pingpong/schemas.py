@@ -8,12 +8,10 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from service.models import Hop, Outcome, Peer, TraceStatus
-from service.schemas import StrictInteger
+from service.schemas import MAX_NAME, MAX_PAGE, StrictInteger
 
 TRACE_ID = r"[A-Za-z0-9_-]{1,64}"
 MAX_HOP = 10**9  # far beyond any hop limit, and it keeps every number inside SQLite's INTEGER
-MAX_NAME = 200
-MAX_PAGE = 10**9
 
 
 class StrictNumber(fields.Float):
