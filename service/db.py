@@ -176,11 +176,27 @@ async def connect(
 
 async def prepare(conn: aiosqlite.Connection, schema_path: Path) -> None:
     await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    await conn.execute("PRAGMA journal_mode = WAL")
+    await switch_to_wal(conn)
     # In WAL mode NORMAL loses no committed row when the process dies; only an OS crash
     # or power cut can drop the last commits, and it never corrupts the file.
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.executescript(await asyncio.to_thread(schema_path.read_text))
+
+
+async def switch_to_wal(conn: aiosqlite.Connection) -> None:
+    """WAL mode, once any other connection lets go of the file. The switch needs the file to
+    itself for a moment, and SQLite answers "locked" at once instead of using the busy
+    timeout: two processes starting together on a new file (ping-pong's A and B) met that."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.01)
 
 
 async def recover(conn: aiosqlite.Connection, max_attempts: int) -> None:

@@ -189,3 +189,17 @@ async def test_no_run_is_started_before_it_was_created(
     )
     assert len(rows) >= 49
     assert all(created <= started for created, started in rows)
+
+
+async def test_a_start_waits_for_another_process_holding_a_new_file(config: Config) -> None:
+    """Two processes starting together on a new file (ping-pong's A and B): the second
+    switches the file to WAL once the first lets go, instead of failing to start."""
+    other = sqlite3.connect(config.db_path, isolation_level=None)
+    other.execute("CREATE TABLE first_process (x)")
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as a first process's schema script holds
+    asyncio.get_running_loop().call_later(0.3, other.execute, "ROLLBACK")
+    try:
+        async with db.connect(config.db_path, config.schema_path) as conn:
+            assert list((await conn.execute_fetchall("PRAGMA journal_mode"))[0]) == ["wal"]
+    finally:
+        other.close()
