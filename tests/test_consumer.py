@@ -183,6 +183,7 @@ async def test_a_cancelled_run_is_not_written_over(
     calc = await db.get_calculation(conn, calc_id)
     assert calc is not None
     assert calc.status is Status.CANCELLED
+    assert await stored_result(conn, calc_id) is None
 
 
 async def test_runs_interrupted_max_attempts_times_are_failed_on_start(config: Config) -> None:

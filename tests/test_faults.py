@@ -65,7 +65,8 @@ async def test_kill_restart_harness_keeps_every_promise(start_server: Any, tmp_p
     seed = int(os.environ.get("CRASH_SEED", random.randrange(2**32)))
     print(f"crash harness: CRASH_SEED={seed}")
     rng, why = random.Random(seed), f"replay with CRASH_SEED={seed}"
-    db, env = tmp_path / "calc.db", {"KERNEL_DELAY": "0.02", "LOG_FORMAT": "json"}
+    db = tmp_path / "calc.db"
+    env = {"KERNEL_DELAY": "0.02", "LOG_FORMAT": "json", "MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
     acknowledged: list[int] = []
     kernels: set[int] = set()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
@@ -104,6 +105,9 @@ async def test_kill_restart_harness_keeps_every_promise(start_server: Any, tmp_p
         for line in lines
         if line["message"].startswith(f"calculation {line.get('calc_id')} done")
     )
+    # A run stored just before its server was killed has no line; every other done run has one.
+    assert done_lines, f"no 'done' log line was found; {why}"
+    assert set(done_lines) <= {i for i, status in rows.items() if status == "done"}, why
     assert all(count == 1 for count in done_lines.values()), f"a result was written twice; {why}"
     assert database(db, "PRAGMA integrity_check") == [("ok",)], why
 

@@ -196,7 +196,11 @@ async def test_wait_answers_when_the_run_ends(
 async def test_wait_gives_up_after_its_time(aiohttp_client: AiohttpClient, config: Config) -> None:
     client = await app_client(aiohttp_client, config, kernel_delay=60)
     calc_id = await create(client)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     body = await (await client.get(f"/api/v1/calculations/{calc_id}?wait=0.2")).json()
+    # It waited its time, then answered with the run as it was (60 s from its end).
+    assert 0.2 <= loop.time() - started < 30
     assert body["status"] in ("queued", "running")
     assert body["result"] is None
 
