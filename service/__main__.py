@@ -26,12 +26,15 @@ HELP = {
     "shutdown_grace": "seconds a running kernel may finish in after SIGTERM or SIGINT",
     "max_attempts": "starts after which a run interrupted by crashes is failed",
     "max_queued": "queued runs beyond which a create answers 429",
-    "api_token": "bearer token required by /api/v1 and /metrics (empty: open)",
+    "api_token": "bearer token required by /api/v1, /metrics and /pingpong (empty: open)",
+    "client_timeout": "seconds a client may take to send a request head or body, or stall"
+    " reading its answer; also how long an idle connection is kept",
     "pingpong_a_url": "base URL of ping-pong service A (empty: this server)",
     "pingpong_b_url": "base URL of ping-pong service B (empty: this server)",
     "pingpong_reject_rate": "probability that a ping-pong service refuses a valid payload",
     "pingpong_seed": "seed of the ping-pong random source (empty: unpredictable)",
     "pingpong_max_hops": "hops after which a ping-pong pipeline is stopped",
+    "pingpong_max_in_flight": "ping-pong forwards under way at once; beyond it hops get 429",
 }
 
 
@@ -58,6 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(config.log_level, config.log_format)
     # Our middleware logs each request once, with its request id; aiohttp's own log would
     # say it again. The shutdown timeout leaves the consumer's grace time to finish runs.
+    # aiohttp's keep-alive timer starts when a connection opens and is not moved by bytes
+    # that do not finish a request head, so it bounds the time a head may take, too. After
+    # an answer to a request whose body was not all read (a 408), aiohttp reads on for the
+    # lingering time before it closes: that is bounded by the same setting.
     web.run_app(
         create_app(config),
         host=config.host,
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=5,
+        keepalive_timeout=config.client_timeout,
+        lingering_time=config.client_timeout,
     )
 
 

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp_apigami import OpenApiVersion, setup_aiohttp_apispec
 
 from service.api import setup_routes
 from service.auth import auth_middleware
+from service.clients import clients_context, watch_answer
 from service.config import Config
 from service.consumer import consumer_context, pool_context, release_waiters
 from service.db import db_context
+from service.docs import setup_docs
 from service.errors import error_middleware
 from service.keys import CONFIG, METRICS
 from service.logs import add_request_id, request_log_middleware
 from service.metrics import Metrics, metrics_middleware
 from service.parser import validation_middleware
 from service.pingpong import pingpong_context, setup_pingpong_routes
+from service.security import add_security_headers, cross_site_middleware
 
 MAX_BODY = 64 * 1024
 
 
 def create_app(config: Config) -> web.Application:
     middlewares = [request_log_middleware, metrics_middleware, error_middleware]
+    middlewares.append(cross_site_middleware)
     if config.api_token:  # every request pays for a middleware, even one with nothing to do
         middlewares.append(auth_middleware)
     middlewares.append(validation_middleware)
@@ -29,19 +32,12 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app.on_shutdown.append(release_waiters)
-    app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.extend([add_request_id, add_security_headers, watch_answer])
+    app.cleanup_ctx.append(clients_context)
     # Torn down in reverse: the consumer stops, then the pool, then the database closes.
     app.cleanup_ctx.extend([db_context, pool_context, consumer_context])
     app.cleanup_ctx.append(pingpong_context)  # stops its forwards before the database closes
     setup_routes(app)
     setup_pingpong_routes(app)
-    setup_aiohttp_apispec(
-        app,
-        title="Calculations",
-        version="1",
-        info={"description": "Queue runs of the well-production kernel and read their results."},
-        url="/api/docs/openapi.json",
-        swagger_path="/api/docs",
-        openapi_version=OpenApiVersion.V303,
-    )
+    setup_docs(app)
     return app

@@ -1,4 +1,5 @@
-"""Access control: with API_TOKEN set, the API and the metrics need `Authorization: Bearer`."""
+"""Access control: with API_TOKEN set, the API, the metrics and the ping-pong
+endpoints need `Authorization: Bearer`; /health, the page and the docs stay open."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aiohttp.typedefs import Handler
 from service.errors import Unauthorized
 from service.keys import CONFIG
 
-PROTECTED = ("/api/v1/", "/metrics")
+PROTECTED = ("/api/v1/", "/metrics", "/pingpong/")
 
 
 @web.middleware

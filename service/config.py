@@ -39,12 +39,16 @@ class Config:
     max_attempts: int = 3
     max_queued: int = 10_000
     api_token: str | None = None
+    # How long a client may take to send a request head or body, or to read on while its
+    # answer waits to be written; an idle kept-alive connection is closed after it too.
+    client_timeout: float = 15.0
     # The ping-pong pipeline; an empty partner URL means this same server.
     pingpong_a_url: str = ""
     pingpong_b_url: str = ""
     pingpong_reject_rate: float = 4 / 11
     pingpong_seed: int | None = None
     pingpong_max_hops: int = 100
+    pingpong_max_in_flight: int = 100  # forwards under way at once, beyond which hops get 429
 
     def __post_init__(self) -> None:
         sqlite_path(self.database_url)
@@ -62,6 +66,8 @@ class Config:
             raise ValueError(f"MAX_ATTEMPTS must be at least 1, got {self.max_attempts}")
         if self.max_queued < 1:
             raise ValueError(f"MAX_QUEUED must be at least 1, got {self.max_queued}")
+        if self.client_timeout <= 0:
+            raise ValueError(f"CLIENT_TIMEOUT must be positive, got {self.client_timeout}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"LOG_FORMAT must be text or json, got {self.log_format!r}")
         if not 0 <= self.pingpong_reject_rate <= 1:
@@ -70,6 +76,10 @@ class Config:
             )
         if self.pingpong_max_hops < 1:
             raise ValueError(f"PINGPONG_MAX_HOPS must be at least 1, got {self.pingpong_max_hops}")
+        if self.pingpong_max_in_flight < 1:
+            raise ValueError(
+                f"PINGPONG_MAX_IN_FLIGHT must be at least 1, got {self.pingpong_max_in_flight}"
+            )
 
     @property
     def db_path(self) -> Path:

@@ -4,10 +4,15 @@ ApiError
 ├── BadRequest          400  body is not a JSON object
 ├── InvalidRequest      422  fields refused, with the reasons per field
 ├── Unauthorized        401  no valid bearer token (when API_TOKEN is set)
+├── CrossSite           403  a state-changing request a browser sent from another site
+├── RequestTimeout      408  the body did not arrive within CLIENT_TIMEOUT
 ├── CalculationNotFound 404
 ├── ResultNotReady      409  the run has no result (not done)
 ├── Conflict            409  the run has ended / the idempotency key was used otherwise
 └── QueueFull           429  MAX_QUEUED runs are waiting; Retry-After says when to retry
+
+A client that leaves before its answer is no server error: its request is logged and counted
+with CLIENT_GONE (499, nginx's number for it), and nothing is written to it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 log = logging.getLogger(__name__)
+
+CLIENT_GONE = 499
 
 # aiohttp's own refusals (unknown route, wrong method, body too large) get these codes.
 HTTP_CODES = {
@@ -56,6 +63,17 @@ class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
     headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class CrossSite(ApiError):
+    status = 403
+    code = "cross_site"
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    code = "request_timeout"
+    headers: ClassVar[Mapping[str, str]] = {"Connection": "close"}
 
 
 class CalculationNotFound(ApiError):
@@ -104,9 +122,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, web.HTTPMethodNotAllowed):
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         return response
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and client_gone(request):
+            log.debug("the client left before its answer: %s %s", request.method, request.path)
+            return web.Response(status=CLIENT_GONE)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error")
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed or closing: nothing more can reach it."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class ResultNotReady(ApiError):

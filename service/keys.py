@@ -11,6 +11,7 @@ from aiohttp import web
 from service.config import Config
 
 if TYPE_CHECKING:
+    from service.clients import StalledAnswers
     from service.consumer import Consumer
     from service.db import Queue, Reader
     from service.metrics import Metrics
@@ -27,3 +28,4 @@ CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 CONSUMER_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("consumer_task")
 PINGPONG: web.AppKey[Pipeline] = web.AppKey("pingpong")
+STALLS: web.AppKey[StalledAnswers] = web.AppKey("stalls")  # answers whose client stopped reading

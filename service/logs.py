@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 log = logging.getLogger("service.access")
@@ -56,12 +57,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs each request its parser refuses (and answers 400) as an ERROR with a
+    traceback, so one client sending bad bytes could flood the log. Such a record becomes one
+    INFO line: who sent it and what was wrong, escaped and cut short."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            reason = ascii(f"{type(exc).__name__}: {exc.message}")[1:-1][:MAX_REASON]
+            record.msg, record.args = (
+                "malformed request from %s refused with 400: %s",
+                (
+                    remote,
+                    reason,
+                ),
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+MAX_REASON = 200  # characters of a refused request's reason that are logged
+
+
 def configure(level: str, fmt: str) -> None:
     """Called once, by `__main__`."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

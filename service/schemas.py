@@ -17,7 +17,11 @@ from marshmallow import (
 
 from service.models import Status
 
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# What a number in a query string may look like: int() and float() also read Arabic-Indic or
+# fullwidth digits, "1_000" and surrounding spaces, which are not ours to accept.
+ASCII_INTEGER = re.compile(r"[0-9]{1,19}")
+ASCII_NUMBER = re.compile(r"[0-9]{1,19}(\.[0-9]{1,19})?|\.[0-9]{1,19}")
 MAX_LAG = (date.max - date.min).days + 1  # a lag longer than the calendar means one point anyway
 MAX_SEED = 2**53 - 1  # the largest integer a JavaScript client reads back exactly
 MAX_NAME = 200
@@ -56,6 +60,24 @@ class StrictInteger(fields.Integer):
         if isinstance(value, bool):
             raise self.make_error("invalid")
         return int(super()._validated(value))
+
+
+class QueryInteger(fields.Integer):
+    """An integer in a query string, written in ASCII digits."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int | None:
+        if not isinstance(value, str) or not ASCII_INTEGER.fullmatch(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class QueryNumber(fields.Float):
+    """A number in a query string, written in ASCII digits with an optional decimal point."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float | None:
+        if not isinstance(value, str) or not ASCII_NUMBER.fullmatch(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class FieldNames(fields.Field):
@@ -154,7 +176,7 @@ class CreateHeaders(Schema):
 
 
 class CalculationQuery(Schema):
-    wait = fields.Float(
+    wait = QueryNumber(
         validate=validate.Range(min=0, max=60, min_inclusive=False),
         metadata={"description": "Seconds (0 < S <= 60) to wait for the run to end."},
     )
@@ -173,8 +195,8 @@ class CalculationSummary(Schema):
 
 
 class ListQuery(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
-    per_page = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
+    page = QueryInteger(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    per_page = QueryInteger(load_default=10, validate=validate.Range(min=1, max=100))
     order = fields.String(
         load_default="desc",
         validate=validate.OneOf(["asc", "desc"]),

@@ -10,17 +10,18 @@ from service.api import calculations, ops, pages, results
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/calculations", calculations.create_calculation)
     app.router.add_get("/api/v1/calculations", calculations.list_calculations)
-    # At most 18 digits: every such id fits SQLite's INTEGER; longer ones are simply not found.
+    # At most 18 ASCII digits (`\d` takes Arabic-Indic or fullwidth ones too): every such id
+    # fits SQLite's INTEGER; longer ones are simply not found.
     app.router.add_get(
-        r"/api/v1/calculations/{calc_id:\d{1,18}}",
+        r"/api/v1/calculations/{calc_id:[0-9]{1,18}}",
         calculations.get_calculation,
         name="calculation",
     )
     app.router.add_post(
-        r"/api/v1/calculations/{calc_id:\d{1,18}}/cancel", calculations.cancel_calculation
+        r"/api/v1/calculations/{calc_id:[0-9]{1,18}}/cancel", calculations.cancel_calculation
     )
     app.router.add_get(
-        r"/api/v1/calculations/{calc_id:\d{1,18}}/result.csv",
+        r"/api/v1/calculations/{calc_id:[0-9]{1,18}}/result.csv",
         results.get_result_csv,
         name="result_csv",
     )

@@ -24,7 +24,7 @@ from aiohttp_apigami import (
 from service import db, memory
 from service.compression import accepts_gzip, gzip_parts
 from service.db import Form
-from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull
+from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull, client_gone
 from service.keys import CONFIG, CONSUMER, DB, METRICS, QUEUE, READER
 from service.models import TERMINAL, Calculation, Status, point_count
 from service.schemas import (
@@ -42,6 +42,7 @@ from service.schemas import (
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bodies larger than this are streamed, a part at a time
+CLIENT_CHECK = 0.5  # seconds between looks at a waiting request's connection
 
 # A seed only needs to differ between runs, not to be secret: drawing it from the system's
 # random source would cost a system call per request.
@@ -165,25 +166,38 @@ async def get_calculation(request: web.Request) -> web.StreamResponse:
     if wait is None:
         calc = await request.app[READER].get(calc_id, form)
     else:
-        calc = await get_when_ended(request.app, calc_id, form, wait)
+        calc = await get_when_ended(request, calc_id, form, wait)
     if calc is None:
         raise CalculationNotFound(f"calculation {calc_id} does not exist")
     return await send_calculation(request, calc, query["fields_"])
 
 
 async def get_when_ended(
-    app: web.Application, calc_id: int, form: Form, wait: float
+    request: web.Request, calc_id: int, form: Form, wait: float
 ) -> Calculation | None:
-    """The run once it has ended, or as it is after `wait` seconds. No polling: the consumer
-    wakes the waiters of a run when it ends."""
+    """The run once it has ended, or as it is after `wait` seconds. The consumer wakes the
+    waiters of a run when it ends; a waiter whose client has left stops within a second."""
+    app = request.app
     with app[CONSUMER].watch(calc_id) as ended:
         calc = await app[READER].get(calc_id, form)
         if calc is None or calc.status in TERMINAL:
             return calc
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
-                await ended.wait()
+                await wait_while_connected(request, ended)
     return await app[READER].get(calc_id, form)
+
+
+async def wait_while_connected(request: web.Request, event: asyncio.Event) -> None:
+    """Until the event is set; ConnectionResetError once the client has gone. aiohttp does
+    not cancel a handler whose client leaves, so the connection is looked at every
+    CLIENT_CHECK seconds."""
+    while not event.is_set():
+        if client_gone(request):
+            raise ConnectionResetError("the client left while waiting")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLIENT_CHECK):
+                await event.wait()
 
 
 @docs(
@@ -259,6 +273,6 @@ async def send_parts(
                 # a 7 MB answer would be written in one go while every other request waits.
                 await asyncio.sleep(0)
             await response.write_eof()
-        except ConnectionResetError:
+        except ConnectionError:  # aiohttp raises several kinds: reset, broken pipe, lost
             log.debug("the client left before the whole answer was sent")
     return response

@@ -10,7 +10,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.keys import CONSUMER_TASK, METRICS, READER
 from service.models import Status
-from service.schemas import Health
+from service.schemas import ErrorOut, Health
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,20 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
-@docs(tags=["operations"], summary="Prometheus metrics, in the text exposition format")
+METRICS_RESPONSES = {
+    200: {
+        "description": "Counters, histograms and gauges in Prometheus' text format.",
+        "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+    },
+    401: {"schema": ErrorOut, "description": "`API_TOKEN` is set and the token is missing."},
+}
+
+
+@docs(
+    tags=["operations"],
+    summary="Prometheus metrics, in the text exposition format",
+    responses=METRICS_RESPONSES,
+)
 async def metrics(request: web.Request) -> web.Response:
     counts = request.app[READER].count_by_status()
     text = request.app[METRICS].render(counts[Status.QUEUED], counts[Status.RUNNING])

@@ -4,13 +4,14 @@ ApiError
 ├── InvalidPayload  400  the payload fails the schema; `fields` says which and why
 ├── Refused         400  a valid payload refused at random
 ├── TraceNotFound   404
-└── DuplicateHop    409  this trace already has a hop with this number
+├── DuplicateHop    409  this trace already has a hop with this number
+└── PipelinesFull   429  PINGPONG_MAX_IN_FLIGHT forwards are under way; Retry-After says when
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from service.errors import ApiError
 
@@ -33,6 +34,13 @@ class TraceNotFound(ApiError):
 class DuplicateHop(ApiError):
     status = 409
     code = "duplicate_hop"
+
+
+class PipelinesFull(ApiError):
+    status = 429
+    code = "pipelines_full"
+    # A forward ends within FORWARD_TIMEOUT (10 s) at the most; most end in milliseconds.
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}
 
 
 def field_reasons(messages: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -40,6 +40,7 @@ from service.schemas import ErrorOut
 
 PAYLOAD = PingPongPayload()
 HOP_ID = PingPongPayload(only=("trace_id", "hop"))
+MAX_INVALID_STORED = 1024  # characters of an invalid payload's JSON a trace keeps
 
 HOP_RESPONSES = {
     400: {
@@ -95,7 +96,8 @@ async def handle_hop(request: web.Request, service: Peer) -> web.Response:
         payload = PAYLOAD.load(received)
     except ValidationError as exc:
         await refuse_invalid(pipeline, service, received, received_json, exc)
-    url = partner_url(request, pipeline, service.partner)
+    refuse_past_limit(request, payload["hop"] + 1)
+    url = pipeline.partner_url(service.partner, lambda: own_origin(request))
     hop = await pipeline.receive(service, received_json, payload, url)
     if hop is None:
         raise DuplicateHop(f"trace {payload['trace_id']} already has hop {payload['hop'] + 1}")
@@ -134,22 +136,42 @@ async def refuse_invalid(
         hop_id = HOP_ID.load(received)
     except ValidationError:
         hop_id = {"trace_id": None}
-    if hop_id["trace_id"] is not None:
+    number = hop_id["hop"] + 1 if hop_id["trace_id"] is not None else None
+    if number is not None and number <= pipeline.max_hops:
         detail = "invalid payload: " + "; ".join(
             f"{field}: {', '.join(why)}" for field, why in reasons.items()
         )
         await pipeline.record_invalid(
-            service, hop_id["trace_id"], hop_id["hop"] + 1, received_json, detail
+            service, hop_id["trace_id"], number, excerpt(received_json), detail
         )
     raise InvalidPayload("the payload is invalid", reasons)
 
 
-def partner_url(request: web.Request, pipeline: Pipeline, partner: Peer) -> URL:
-    """The partner's address; when unset, this server, as the request reached it."""
-    try:
-        return pipeline.partner_url(partner, request.url.origin)
-    except ValueError:  # from a Host header yarl cannot read
-        raise BadRequest("the Host header does not name a server") from None
+def refuse_past_limit(request: web.Request, number: int) -> None:
+    """A hop past PINGPONG_MAX_HOPS is no partner's: the hop at the limit ends the pipeline.
+    It is refused before anything is stored, so that nobody can grow a trace without end."""
+    limit = request.app[PINGPONG].max_hops
+    if number > limit:
+        reason = f"Hop {number} is past the hop limit of {limit}; no partner sends it."
+        raise InvalidPayload("the payload is invalid", {"hop": [reason]})
+
+
+def excerpt(received_json: str) -> str:
+    """What an invalid payload's hop stores: the payload when it is small, else the start of
+    its text and its length, so that refused payloads cannot fill the database."""
+    if len(received_json) <= MAX_INVALID_STORED:
+        return received_json
+    return json.dumps({"excerpt": received_json[:MAX_INVALID_STORED], "length": len(received_json)})
+
+
+def own_origin(request: web.Request) -> URL:
+    """This server, at the address the request reached: its socket's, never a header's, so
+    that a client cannot send the payload to a host of its choosing."""
+    sockname = None if request.transport is None else request.transport.get_extra_info("sockname")
+    if not sockname:
+        raise ConnectionResetError("the client left")
+    host, port = sockname[0], sockname[1]
+    return URL.build(scheme="http", host=host, port=port)
 
 
 @docs(

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -35,12 +36,14 @@ from service.config import Config
 from service.keys import CONFIG, DB, PINGPONG
 from service.models import Hop, Outcome, Peer
 from service.pingpong import db
+from service.pingpong.errors import PipelinesFull
 
 log = logging.getLogger(__name__)
 
 # A hop is answered once validated and recorded, so a partner that takes longer is stuck.
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
-MAX_ANSWER = 2000  # bytes of a partner's answer kept in the detail message
+MAX_ANSWER = 2000  # bytes of a partner's answer read for its error code
+ERROR_CODE = re.compile(r"[a-z_]{1,40}")  # the shape of this service's error codes
 LOUD = frozenset(
     {Outcome.INVALID, Outcome.PARTNER_UNREACHABLE, Outcome.PARTNER_ERROR, Outcome.INTERRUPTED}
 )
@@ -100,12 +103,13 @@ def log_hop(hop: Hop) -> None:
 
 
 def partner_said(body: bytes) -> str:
-    """A partner's answer in one line: `code: message` of our error shape, else its text."""
-    text = body.decode(errors="replace")
+    """The error code of a partner's answer in our error shape, else a word for what it was. A
+    partner's own words are never shown: a server that is not ours could put anything there."""
     with contextlib.suppress(ValueError, TypeError, KeyError):
-        error = json.loads(text)["error"]
-        return f"{error['code']}: {error['message']}"
-    return " ".join(text.split())[:200] or "(empty)"
+        code = json.loads(body)["error"]["code"]
+        if isinstance(code, str) and ERROR_CODE.fullmatch(code):
+            return code
+    return "an answer not in this service's error shape"
 
 
 class Pipeline:
@@ -119,11 +123,17 @@ class Pipeline:
         self._rng = random.Random(config.pingpong_seed)
         self._reject_rate = config.pingpong_reject_rate
         self._max_hops = config.pingpong_max_hops
+        self._max_in_flight = config.pingpong_max_in_flight
         self._partners = {peer: partner_base(config, peer) for peer in Peer}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def max_hops(self) -> int:
+        return self._max_hops
+
     def partner_url(self, partner: Peer, origin: Callable[[], URL]) -> URL:
-        """Where to send `partner` the payload; `origin()` is asked only if its address is unset."""
+        """Where to send `partner` the payload; `origin()`, this server's own address, is
+        asked only if the partner's is unset."""
         base = self._partners[partner] or origin()
         return base.joinpath("pingpong", partner.value)
 
@@ -143,6 +153,10 @@ class Pipeline:
 
         A payload without a trace starts a new one. None if the trace already has this hop.
         """
+        if len(self._tasks) >= self._max_in_flight:
+            raise PipelinesFull(
+                f"{self._max_in_flight} ping-pong forwards are under way; retry later"
+            )
         trace_id = payload["trace_id"] or new_trace_id()
         number = payload["hop"] + 1
         verdict = self._draw(service, number)
@@ -255,7 +269,15 @@ class Pipeline:
 
 
 async def pingpong_context(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(timeout=FORWARD_TIMEOUT) as session:
+    token = app[CONFIG].api_token
+    # The partner asks for the token this server asks for: the hops carry it.
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # No pool limit: one partner that never answers must not make the others' forwards wait
+    # for a connection. PINGPONG_MAX_IN_FLIGHT bounds the forwards instead.
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        timeout=FORWARD_TIMEOUT, headers=headers, connector=connector
+    ) as session:
         pipeline = Pipeline(app[DB], session, app[CONFIG])
         app[PINGPONG] = pipeline
         yield

@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from service.models import Hop, Outcome, Peer, TraceStatus
-from service.schemas import MAX_NAME, MAX_PAGE, StrictInteger
+from service.schemas import MAX_NAME, MAX_PAGE, QueryInteger, StrictInteger
 
 TRACE_ID = r"[A-Za-z0-9_-]{1,64}"
 MAX_HOP = 10**9  # far beyond any hop limit, and it keeps every number inside SQLite's INTEGER
@@ -136,8 +136,8 @@ class TraceItem(Schema):
 
 
 class TraceListQuery(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
-    per_page = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
+    page = QueryInteger(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    per_page = QueryInteger(load_default=10, validate=validate.Range(min=1, max=100))
 
 
 class TracePage(Schema):
