@@ -6,7 +6,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml setup.cfg README.md kernel.py schema.sql ./
+# The build copies schema.sql into the package: the installed service needs no SCHEMA_PATH.
+COPY pyproject.toml setup.cfg setup.py MANIFEST.in README.md LICENSE kernel.py schema.sql ./
 COPY service ./service
 RUN pip install . \
     && useradd --create-home --uid 10001 app \
@@ -15,8 +16,7 @@ RUN pip install . \
 
 ENV HOST=0.0.0.0 \
     PORT=8080 \
-    DATABASE_URL=sqlite:////data/calculations.db \
-    SCHEMA_PATH=/app/schema.sql
+    DATABASE_URL=sqlite:////data/calculations.db
 
 USER 10001
 # Run from outside /app so the installed package is imported, not the source tree.

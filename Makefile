@@ -2,11 +2,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run test lint bench docker clean
+.PHONY: install tools run test lint bench docker dist clean
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -30,12 +30,18 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
-# The benchmark (up to 5 minutes; not part of `make test`): see README, Performance.
+# The benchmark (up to 5 minutes; not part of `make test`): see docs/performance.md.
 bench: $(STAMP) tools
 	$(PY) -m bench
 
 docker:
 	docker build -t calculations .
 
+# The source archive and the wheel, built with the venv's own setuptools (no download).
+DIST := dist
+dist: $(STAMP)
+	rm -rf $(DIST) build
+	$(PY) -m build --no-isolation --outdir $(DIST) .
+
 clean:
-	rm -rf $(VENV) var build *.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var build dist *.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,19 @@ from pathlib import Path
 from typing import Any, cast, get_args, get_type_hints
 
 DEFAULT_DATABASE_URL = "sqlite:///var/calculations.db"
+
 SQLITE_PREFIX = "sqlite:///"
+
+
+def default_schema_path() -> Path:
+    """The schema inside the installed package (the build copies it there), else the source
+    tree's top-level schema.sql, the one source of both."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "schema.sql"
+    return packaged if packaged.exists() else here.parent / "schema.sql"
+
+
+DEFAULT_SCHEMA_PATH = default_schema_path()
 
 
 def sqlite_path(url: str) -> Path:
@@ -25,7 +37,7 @@ def sqlite_path(url: str) -> Path:
 @dataclass(frozen=True, slots=True)
 class Config:
     database_url: str = DEFAULT_DATABASE_URL
-    schema_path: Path = Path(__file__).resolve().parents[1] / "schema.sql"
+    schema_path: Path = DEFAULT_SCHEMA_PATH
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -356,11 +357,9 @@ async def test_a_small_invalid_payload_is_stored_whole(client: Client) -> None:
     assert trace["hops"][0]["payload"] == body
 
 
-async def test_pipelines_in_flight_are_limited_with_429(
-    aiohttp_client: AiohttpClient, aiohttp_raw_server: AiohttpRawServer, config: Config
-) -> None:
-    """A partner that never answers holds every forward: past the limit, kicks get a 429 with
-    Retry-After and store nothing."""
+@pytest.fixture
+async def silent_partner(aiohttp_raw_server: AiohttpRawServer) -> AsyncIterator[str]:
+    """The base URL of a partner that never answers, until the test ends."""
     release = asyncio.Event()
 
     async def silent(request: Any) -> Any:
@@ -368,10 +367,19 @@ async def test_pipelines_in_flight_are_limited_with_429(
         raise ConnectionResetError
 
     partner = await aiohttp_raw_server(silent)
+    yield str(partner.make_url("/"))
+    release.set()
+
+
+async def test_pipelines_in_flight_are_limited_with_429(
+    aiohttp_client: AiohttpClient, config: Config, silent_partner: str
+) -> None:
+    """A partner that never answers holds every forward: past the limit, kicks get a 429 with
+    Retry-After and store nothing."""
     client = await app_client(
         aiohttp_client,
         config,
-        pingpong_b_url=str(partner.make_url("/")),
+        pingpong_b_url=silent_partner,
         pingpong_reject_rate=0.0,
         pingpong_max_in_flight=3,
     )
@@ -383,24 +391,16 @@ async def test_pipelines_in_flight_are_limited_with_429(
         assert resp.headers["Retry-After"] == "1"
         assert (await resp.json())["error"]["code"] == "pipelines_full"
     assert database(config.db_path, "SELECT count(*) FROM pingpong_traces") == [(3,)]
-    release.set()
 
 
 async def test_a_dead_partner_does_not_hold_up_another_pipeline(
-    aiohttp_client: AiohttpClient, aiohttp_raw_server: AiohttpRawServer, config: Config
+    aiohttp_client: AiohttpClient, config: Config, silent_partner: str
 ) -> None:
     """A hundred forwards stuck on one partner leave the connection pool free for others."""
-    release = asyncio.Event()
-
-    async def silent(request: Any) -> Any:
-        await release.wait()
-        raise ConnectionResetError
-
-    dead = await aiohttp_raw_server(silent)
     stuck = await app_client(
         aiohttp_client,
         config,
-        pingpong_b_url=str(dead.make_url("/")),
+        pingpong_b_url=silent_partner,
         pingpong_reject_rate=0.0,
         pingpong_max_in_flight=200,
     )
@@ -417,4 +417,3 @@ async def test_a_dead_partner_does_not_hold_up_another_pipeline(
                 break
             await asyncio.sleep(0.02)
     assert trace["hops"][0]["partner_status"] == 202
-    release.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import docs, response_schema
@@ -35,7 +36,7 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
-METRICS_RESPONSES = {
+METRICS_RESPONSES: dict[int, dict[str, Any]] = {
     200: {
         "description": "Counters, histograms and gauges in Prometheus' text format.",
         "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},

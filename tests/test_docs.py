@@ -1,0 +1,82 @@
+"""The documents stay findable: every relative link in the README and docs/ reaches a file,
+and every anchor it names is a heading of that file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*$")
+
+
+def prose(path: Path) -> list[str]:
+    """The lines outside fenced code blocks."""
+    lines, fenced = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    for line in prose(path):
+        match = HEADING.match(line)
+        if match:
+            base = slug(match.group(2))
+            anchor, n = base, 0
+            while anchor in found:  # a repeated heading gets -1, -2...
+                n += 1
+                anchor = f"{base}-{n}"
+            found.add(anchor)
+    return found
+
+
+def relative_links(path: Path) -> list[str]:
+    return [
+        target
+        for line in prose(path)
+        for target in LINK.findall(line)
+        if not re.match(r"[a-z]+:", target)
+    ]
+
+
+def test_every_document_is_linked_from_the_readme() -> None:
+    linked = {target.partition("#")[0] for target in relative_links(ROOT / "README.md")}
+    assert {f"docs/{doc.name}" for doc in DOCUMENTS[1:]} <= linked
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_relative_links_resolve_to_files_and_headings(document: Path) -> None:
+    links = relative_links(document)
+    for target in links:
+        file_part, _, anchor = target.partition("#")
+        linked = (document.parent / file_part).resolve() if file_part else document
+        assert linked.is_file(), f"{document.name}: {target} is no file"
+        if anchor:
+            assert anchor in anchors(linked), f"{document.name}: {target} names no heading"
+
+
+def test_each_document_starts_with_what_it_covers() -> None:
+    for document in DOCUMENTS[1:]:
+        lines = document.read_text().splitlines()
+        assert lines[0].startswith("# ")
+        assert lines[2].startswith("This document covers"), document.name
+
+
+def test_the_readme_stays_a_front_door() -> None:
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 220

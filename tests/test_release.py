@@ -1,0 +1,107 @@
+"""The release: `make dist` builds a source archive with every file of the project and a
+wheel that starts anywhere, with no settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+VERSION = "1.0.0"
+# What the source archive adds of its own: its metadata, made by the build.
+ARCHIVE_METADATA = ("PKG-INFO", "calculations.egg-info/")
+# Never part of the project, wherever a tree was unpacked or cloned.
+NOT_PROJECT = {".git", ".venv", "var", "build", "dist", "__pycache__", ".mypy_cache",
+               ".ruff_cache", ".pytest_cache", "calculations.egg-info"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        ["make", "-C", str(ROOT), "dist", f"DIST={out}"], check=True, capture_output=True
+    )
+    return out
+
+
+def project_files() -> set[str]:
+    """The files of the project: what git tracks in a clone; in an unpacked archive, which
+    has no git, every file but what is built or cached."""
+    if (ROOT / ".git").exists():
+        listed = subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True
+        )
+        return set(listed.stdout.split())
+    found = set()
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in NOT_PROJECT]
+        for name in files:
+            if not name.endswith((".pyc", ".db", ".db-wal", ".db-shm")) and name != ".coverage":
+                found.add(str((Path(folder) / name).relative_to(ROOT)))
+    return found
+
+
+def test_source_archive_holds_every_project_file_and_nothing_else(
+    dist: Path, tmp_path: Path
+) -> None:
+    archive = dist / f"calculations-{VERSION}.tar.gz"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path, filter="data")
+    top = tmp_path / f"calculations-{VERSION}"
+    unpacked = {str(path.relative_to(top)) for path in top.rglob("*") if path.is_file()}
+    made = {name for name in unpacked if name.startswith(ARCHIVE_METADATA)}
+    assert made  # the archive is a real sdist: pip installs from it
+    assert unpacked - made == project_files()
+    for needed in ("Makefile", "Dockerfile", "LICENSE", "schema.sql", "docs/architecture.md"):
+        assert needed in unpacked
+
+
+def test_wheel_starts_outside_the_source_tree_with_no_settings(dist: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    wheel = dist / f"calculations-{VERSION}-py3-none-any.whl"
+    subprocess.run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SCHEMA_PATH", "PYTHONPATH", "DATABASE_URL")
+    }
+    env.update(PORT=str(port), KERNEL_DELAY="0")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with (tmp_path / "server.log").open("wb") as log:
+        server = subprocess.Popen(
+            [venv / "bin" / "python", "-m", "service"],
+            cwd=elsewhere,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()
+                assert time.monotonic() < deadline, "no answer within 60 s"
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert (elsewhere / "var" / "calculations.db").exists()  # the default, where it was started
