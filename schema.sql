@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS calculations (
     -- A client's Idempotency-Key and the hash of the body it came with.
     idempotency_key TEXT,
     request_hash    TEXT,
+    worker_id   INTEGER,  -- workers.id of the process computing it, while running
     result_crc  INTEGER,  -- CRC-32 of result
     -- The large columns come last, so that reading any other column never walks their
     -- overflow pages; each is read by walking the pages of those before it, so the smallest
@@ -26,6 +27,17 @@ CREATE TABLE IF NOT EXISTS calculations (
     result_deflated BLOB, -- result, compressed once for gzip answers (see kernel.Output)
     result      BLOB,     -- JSON in UTF-8, served as it is
     result_csv  TEXT      -- the same rows as CSV
+);
+
+-- The processes that compute runs. Each records a heartbeat; a run whose process is gone
+-- (its pid no longer runs it, or its heartbeat is older than LEASE) is queued again.
+CREATE TABLE IF NOT EXISTS workers (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    host         TEXT NOT NULL,     -- host name and boot id: where `pid` means this process
+    pid          INTEGER NOT NULL,
+    pid_started  INTEGER NOT NULL,  -- the process's start time, in clock ticks after boot
+    started_at   TEXT NOT NULL,
+    heartbeat_at REAL NOT NULL      -- seconds since the epoch
 );
 
 -- The consumer's claim: the oldest queued row.

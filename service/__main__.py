@@ -25,6 +25,7 @@ HELP = {
     "kernel_timeout": "seconds after which a kernel run is stopped and failed (empty: none)",
     "shutdown_grace": "seconds a running kernel may finish in after SIGTERM or SIGINT",
     "max_attempts": "starts after which a run interrupted by crashes is failed",
+    "lease": "seconds without a heartbeat after which a worker's runs are queued again",
     "max_queued": "queued runs beyond which a create answers 429",
     "api_token": "bearer token required by /api/v1, /metrics and /pingpong (empty: open)",
     "client_timeout": "seconds a client may take to send a request head or body, or stall"

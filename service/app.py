@@ -13,6 +13,7 @@ from service.db import db_context
 from service.docs import setup_docs
 from service.errors import error_middleware
 from service.keys import CONFIG, METRICS
+from service.leases import leases_context
 from service.logs import add_request_id, request_log_middleware
 from service.metrics import Metrics, metrics_middleware
 from service.parser import validation_middleware
@@ -35,7 +36,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.extend([add_request_id, add_security_headers, watch_answer])
     app.cleanup_ctx.append(clients_context)
     # Torn down in reverse: the consumer stops, then the pool, then the database closes.
-    app.cleanup_ctx.extend([db_context, pool_context, consumer_context])
+    app.cleanup_ctx.extend([db_context, pool_context, leases_context, consumer_context])
     app.cleanup_ctx.append(pingpong_context)  # stops its forwards before the database closes
     setup_routes(app)
     setup_pingpong_routes(app)

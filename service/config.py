@@ -49,6 +49,7 @@ class Config:
     kernel_timeout: float | None = None
     shutdown_grace: float = 30.0
     max_attempts: int = 3
+    lease: float = 15.0  # seconds without a heartbeat after which a worker is taken for gone
     max_queued: int = 10_000
     api_token: str | None = None
     # How long a client may take to send a request head or body, or to read on while its
@@ -74,6 +75,8 @@ class Config:
             raise ValueError(f"KERNEL_TIMEOUT must be positive, got {self.kernel_timeout}")
         if self.shutdown_grace < 0:
             raise ValueError(f"SHUTDOWN_GRACE must not be negative, got {self.shutdown_grace}")
+        if self.lease <= 0:
+            raise ValueError(f"LEASE must be positive, got {self.lease}")
         if self.max_attempts < 1:
             raise ValueError(f"MAX_ATTEMPTS must be at least 1, got {self.max_attempts}")
         if self.max_queued < 1:

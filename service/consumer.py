@@ -13,7 +13,8 @@ import aiosqlite
 from aiohttp import web
 
 from service import db
-from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, METRICS, POOL, QUEUE
+from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, LEASES, METRICS, POOL, QUEUE
+from service.leases import Leases
 from service.metrics import Metrics
 from service.models import Calculation, Status
 from service.pool import KernelDied, KernelPool, KernelStopped, Slot
@@ -31,6 +32,7 @@ class Consumer:
         self,
         conn: aiosqlite.Connection,
         queue: db.Queue,
+        leases: Leases,
         pool: KernelPool,
         metrics: Metrics,
         *,
@@ -40,6 +42,7 @@ class Consumer:
     ) -> None:
         self._conn = conn  # for the outcomes it records
         self._queue = queue  # for the claims
+        self._leases = leases  # whose worker id each claim records
         self._metrics = metrics
         self._kernel_delay = kernel_delay
         self._kernel_timeout = kernel_timeout
@@ -59,7 +62,7 @@ class Consumer:
             # Cleared before draining, so a run submitted mid-drain still wakes the next wait.
             self._wakeup.clear()
             while self._free:
-                calc = await self._queue.claim()
+                calc = await self._queue.claim(self._leases.worker_id)
                 if calc is None:
                     break
                 task = asyncio.create_task(self._execute(self._free.pop(), calc))
@@ -70,7 +73,7 @@ class Consumer:
 
     async def run_once(self) -> bool:
         """Claim the oldest queued run and compute it here; False when the queue is empty."""
-        calc = await self._queue.claim()
+        calc = await self._queue.claim(self._leases.worker_id)
         if calc is None:
             return False
         await self._execute(self._free.pop(), calc)
@@ -227,6 +230,7 @@ async def consumer_context(app: web.Application) -> AsyncIterator[None]:
     consumer = Consumer(
         app[DB],
         app[QUEUE],
+        app[LEASES],
         app[POOL],
         app[METRICS],
         kernel_delay=config.kernel_delay,

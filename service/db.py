@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -20,7 +21,7 @@ from aiohttp import web
 
 import kernel
 from service.keys import CONFIG, DB, DB_READ, QUEUE, READER
-from service.models import Calculation, Deflated, Pieces, Status, Summary
+from service.models import Calculation, Deflated, Pieces, Status, Summary, Worker
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ ANY_QUEUED = "SELECT 1 FROM calculations WHERE status = 'queued' LIMIT 1"
 
 CLAIM_NEXT = f"""
 UPDATE calculations
-SET status = 'running', started_at = :now, attempts = attempts + 1
+SET status = 'running', started_at = :now, attempts = attempts + 1, worker_id = :worker
 WHERE id = (SELECT id FROM calculations WHERE status = 'queued' ORDER BY id LIMIT 1)
 RETURNING {COLUMNS}
 """
@@ -107,20 +108,40 @@ WHERE id = :id AND status IN ('queued', 'running')
 RETURNING {COLUMNS}
 """
 
-FAIL_EXHAUSTED = """
+# The runs of processes that are gone: `:gone` is a JSON list of their workers' ids. A run
+# with no worker was claimed by a version that recorded none, by a process now gone.
+ORPHANED = """
+status = 'running'
+AND (worker_id IS NULL OR worker_id IN (SELECT value FROM json_each(:gone)))
+"""
+
+FAIL_EXHAUSTED = f"""
 UPDATE calculations
-SET status = 'failed', finished_at = :now,
-    error = 'the run was interrupted ' || attempts || ' times by a crash or kill of the'
-            || ' server; it is not started again (MAX_ATTEMPTS = ' || :max_attempts || ')'
-WHERE status = 'running' AND attempts >= :max_attempts
+SET status = 'failed', finished_at = :now, worker_id = NULL,
+    error = 'the run was interrupted ' || attempts || ' times by a crash, kill or stall of'
+            || ' its server; it is not started again (MAX_ATTEMPTS = ' || :max_attempts || ')'
+WHERE {ORPHANED} AND attempts >= :max_attempts
 RETURNING id
 """
 
-REQUEUE_RUNNING = """
-UPDATE calculations SET status = 'queued', started_at = NULL
-WHERE status = 'running'
+# The interrupted attempt counts: `attempts` keeps it.
+REQUEUE_ORPHANED = f"""
+UPDATE calculations SET status = 'queued', started_at = NULL, worker_id = NULL
+WHERE {ORPHANED}
 RETURNING id
 """
+
+REGISTER_WORKER = """
+INSERT INTO workers (host, pid, pid_started, started_at, heartbeat_at)
+VALUES (:host, :pid, :pid_started, :now, :heartbeat)
+RETURNING id
+"""
+
+HEARTBEAT = "UPDATE workers SET heartbeat_at = :heartbeat WHERE id = :id RETURNING id"
+
+LIST_WORKERS = "SELECT id, host, pid, pid_started, heartbeat_at FROM workers"
+
+FORGET_WORKERS = "DELETE FROM workers WHERE id IN (SELECT value FROM json_each(:gone))"
 
 # Launch order is created_at with id breaking ties; each variant has an index that serves it.
 TOTAL = {
@@ -158,10 +179,8 @@ def utcnow() -> str:
 
 
 @asynccontextmanager
-async def connect(
-    db_path: Path, schema_path: Path, max_attempts: int = 3
-) -> AsyncIterator[aiosqlite.Connection]:
-    """An autocommit connection to a ready database: pragmas set, schema applied, runs recovered."""
+async def connect(db_path: Path, schema_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """An autocommit connection to a ready database: pragmas set, schema applied."""
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise RuntimeError(
             f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or newer is needed for RETURNING"
@@ -170,7 +189,6 @@ async def connect(
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
         conn.row_factory = aiosqlite.Row
         await prepare(conn, schema_path)
-        await recover(conn, max_attempts)
         yield conn
 
 
@@ -181,6 +199,9 @@ async def prepare(conn: aiosqlite.Connection, schema_path: Path) -> None:
     # or power cut can drop the last commits, and it never corrupts the file.
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.executescript(await asyncio.to_thread(schema_path.read_text))
+    columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(calculations)")}
+    if "worker_id" not in columns:  # a file made before runs recorded their worker
+        await conn.execute("ALTER TABLE calculations ADD COLUMN worker_id INTEGER")
 
 
 async def switch_to_wal(conn: aiosqlite.Connection) -> None:
@@ -199,25 +220,46 @@ async def switch_to_wal(conn: aiosqlite.Connection) -> None:
         await asyncio.sleep(0.01)
 
 
-async def recover(conn: aiosqlite.Connection, max_attempts: int) -> None:
-    """Runs left `running` by a process that is gone: failed once they have used up their
-    attempts (a run that kills the server must not do it forever), queued again otherwise."""
-    failed = await conn.execute_fetchall(
-        FAIL_EXHAUSTED, {"now": utcnow(), "max_attempts": max_attempts}
-    )
-    for row in failed:
-        log.warning(
-            "calculation %d failed: interrupted %d times",
-            row[0],
-            max_attempts,
-            extra={"calc_id": row[0]},
-        )
-    for calc_id in await requeue_running(conn):
-        log.warning(
-            "calculation %d queued again after an interruption",
-            calc_id,
-            extra={"calc_id": calc_id},
-        )
+async def rescue_orphans(
+    conn: aiosqlite.Connection, gone: list[int], max_attempts: int
+) -> tuple[list[int], list[int]]:
+    """The runs of workers that are gone (and of none): failed once they have used up their
+    attempts (a run that kills its server must not do it forever), queued again otherwise.
+    Their ids, failed and queued again; the gone workers are forgotten."""
+    params = {"gone": json.dumps(gone), "now": utcnow(), "max_attempts": max_attempts}
+    failed = await conn.execute_fetchall(FAIL_EXHAUSTED, params)
+    queued = await conn.execute_fetchall(REQUEUE_ORPHANED, {"gone": params["gone"]})
+    if gone:
+        await conn.execute(FORGET_WORKERS, {"gone": params["gone"]})
+    return sorted(row[0] for row in failed), sorted(row[0] for row in queued)
+
+
+async def register_worker(
+    conn: aiosqlite.Connection, host: str, pid: int, pid_started: int, heartbeat: float
+) -> int:
+    params = {
+        "host": host,
+        "pid": pid,
+        "pid_started": pid_started,
+        "now": utcnow(),
+        "heartbeat": heartbeat,
+    }
+    row = await fetch_one(conn, REGISTER_WORKER, params)
+    assert row is not None  # an INSERT without conditions returns its row
+    return int(row[0])
+
+
+async def heartbeat(conn: aiosqlite.Connection, worker_id: int, now: float) -> bool:
+    """Record that the worker is alive; False if it was forgotten (found gone meanwhile)."""
+    return await fetch_one(conn, HEARTBEAT, {"id": worker_id, "heartbeat": now}) is not None
+
+
+async def list_workers(conn: aiosqlite.Connection) -> list[Worker]:
+    return [Worker(*row) for row in await conn.execute_fetchall(LIST_WORKERS)]
+
+
+async def forget_worker(conn: aiosqlite.Connection, worker_id: int) -> None:
+    await conn.execute(FORGET_WORKERS, {"gone": json.dumps([worker_id])})
 
 
 def insert_params(
@@ -285,10 +327,11 @@ class Queue:
             self._flushing = asyncio.create_task(self._flush())
         return await answer
 
-    async def claim(self) -> Calculation | None:
-        """The oldest queued run, now running (one more attempt); None if none is queued."""
+    async def claim(self, worker_id: int) -> Calculation | None:
+        """The oldest queued run, now running for this worker (one more attempt); None if
+        none is queued."""
         assert self._conn is not None, "open() first"
-        return await in_thread(self._thread, claim_next, self._conn)
+        return await in_thread(self._thread, claim_next, self._conn, worker_id)
 
     async def _flush(self) -> None:
         try:
@@ -333,12 +376,12 @@ def insert_many(conn: sqlite3.Connection, batch: list[dict[str, Any]]) -> list[i
     return [int(found[0][0]) if found else None for found in rows]
 
 
-def claim_next(conn: sqlite3.Connection) -> Calculation | None:
+def claim_next(conn: sqlite3.Connection, worker_id: int) -> Calculation | None:
     # A look without the lock first: a claim of an empty queue (after each run) writes nothing.
     if conn.execute(ANY_QUEUED).fetchone() is None:
         return None
     with write_lock(conn):  # the time is taken holding the lock, after every commit it sees
-        rows = conn.execute(CLAIM_NEXT, {"now": utcnow()}).fetchall()
+        rows = conn.execute(CLAIM_NEXT, {"now": utcnow(), "worker": worker_id}).fetchall()
     return Calculation.from_row(rows[0]) if rows else None
 
 
@@ -561,12 +604,6 @@ async def cancel(conn: aiosqlite.Connection, calc_id: int) -> Calculation | None
     return Calculation.from_row(rows[0]) if rows else None
 
 
-async def requeue_running(conn: aiosqlite.Connection) -> list[int]:
-    """Put back in the queue every run left `running` by a process that is gone."""
-    rows = await conn.execute_fetchall(REQUEUE_RUNNING)
-    return sorted(row[0] for row in rows)
-
-
 @asynccontextmanager
 async def connect_reader(db_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     """A connection that only reads. In WAL mode it reads beside the writer, never waiting
@@ -584,7 +621,7 @@ async def db_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     reader, queue = Reader(config.db_path), Queue(config.db_path)
     async with (
-        connect(config.db_path, config.schema_path, config.max_attempts) as writer,
+        connect(config.db_path, config.schema_path) as writer,
         connect_reader(config.db_path) as traces,
     ):
         await reader.open()

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from service.clients import StalledAnswers
     from service.consumer import Consumer
     from service.db import Queue, Reader
+    from service.leases import Leases
     from service.metrics import Metrics
     from service.pingpong.pipeline import Pipeline
     from service.pool import KernelPool
@@ -28,4 +29,5 @@ CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 CONSUMER_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("consumer_task")
 PINGPONG: web.AppKey[Pipeline] = web.AppKey("pingpong")
+LEASES: web.AppKey[Leases] = web.AppKey("leases")  # this process's worker record
 STALLS: web.AppKey[StalledAnswers] = web.AppKey("stalls")  # answers whose client stopped reading

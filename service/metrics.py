@@ -23,6 +23,11 @@ class Metrics:
         self.runs_finished = Counter(
             "calculations_finished", "Runs ended, by status.", ["status"], registry=self.registry
         )
+        self.runs_rescued = Counter(
+            "calculations_rescued",
+            "Runs queued again or failed because their worker was gone.",
+            registry=self.registry,
+        )
         self.queued = Gauge("calculations_queued", "Runs waiting.", registry=self.registry)
         self.running = Gauge("calculations_running", "Runs computing.", registry=self.registry)
         self.kernel_seconds = Histogram(

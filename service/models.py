@@ -49,6 +49,17 @@ class Deflated(NamedTuple):
     size: int
 
 
+class Worker(NamedTuple):
+    """A process that computes runs, as its record says: where it runs and when it last
+    said it was alive."""
+
+    id: int
+    host: str
+    pid: int
+    pid_started: int  # the process's start time, in clock ticks after boot
+    heartbeat_at: float  # seconds since the epoch
+
+
 class Summary(NamedTuple):
     """A run as the list shows it, straight from its row: the list is the hottest read, so
     its timestamps stay the ISO-8601 text they are stored as, never parsed and re-written."""

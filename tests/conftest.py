@@ -83,9 +83,10 @@ async def insert_run(conn: aiosqlite.Connection, **fields: Any) -> int | None:
     return None if row is None else int(row[0])
 
 
-async def claim_run(conn: aiosqlite.Connection) -> Calculation | None:
-    """The oldest queued run claimed, as another consumer would: the consumer's statement."""
-    row = await db.fetch_one(conn, db.CLAIM_NEXT, {"now": db.utcnow()})
+async def claim_run(conn: aiosqlite.Connection, worker_id: int | None = None) -> Calculation | None:
+    """The oldest queued run claimed, as another consumer would: the consumer's statement.
+    With no worker, as a process that has since gone (or an older version) would."""
+    row = await db.fetch_one(conn, db.CLAIM_NEXT, {"now": db.utcnow(), "worker": worker_id})
     return None if row is None else Calculation.from_row(row)
 
 

@@ -16,6 +16,7 @@ import kernel
 from service import db
 from service.config import Config
 from service.consumer import Consumer
+from service.leases import Leases
 from service.metrics import Metrics
 from service.models import Calculation, Status
 from service.pool import KernelDied, KernelPool
@@ -40,9 +41,17 @@ async def queue(conn: aiosqlite.Connection, config: Config) -> AsyncIterator[db.
     await runs.close()
 
 
+async def started_leases(conn: aiosqlite.Connection, max_attempts: int = 3) -> Leases:
+    """This process recorded as a worker, after the rescue a server makes at start-up."""
+    leases = Leases(conn, Metrics(), lease=15, max_attempts=max_attempts)
+    await leases.start()
+    return leases
+
+
 @pytest.fixture
-def consumer(conn: aiosqlite.Connection, queue: db.Queue, pool: KernelPool) -> Consumer:
-    return Consumer(conn, queue, pool, Metrics(), poll_interval=0.05)
+async def consumer(conn: aiosqlite.Connection, queue: db.Queue, pool: KernelPool) -> Consumer:
+    leases = await started_leases(conn)
+    return Consumer(conn, queue, leases, pool, Metrics(), poll_interval=0.05)
 
 
 async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int:
@@ -138,6 +147,7 @@ async def test_interrupted_runs_are_queued_again_on_start(config: Config) -> Non
         assert claimed.id == first
     # The process is gone with `first` still running; the next start recovers it.
     async with db.connect(config.db_path, config.schema_path) as conn:
+        await started_leases(conn)
         calc = await db.get_calculation(conn, first)
         assert calc is not None
         assert calc.status is Status.QUEUED
@@ -157,7 +167,7 @@ async def test_only_the_current_attempt_may_write_its_outcome(
     first = await claim_run(conn)
     assert first is not None
     # The run was recovered after a crash and claimed again: the first attempt is stale.
-    await db.requeue_running(conn)
+    await db.rescue_orphans(conn, [], max_attempts=3)
     second = await claim_run(conn)
     assert second is not None
     assert second.attempts == first.attempts + 1
@@ -187,13 +197,15 @@ async def test_a_cancelled_run_is_not_written_over(
 
 
 async def test_runs_interrupted_max_attempts_times_are_failed_on_start(config: Config) -> None:
-    async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
+    async with db.connect(config.db_path, config.schema_path) as conn:
         calc_id = await insert(conn)
         await claim_run(conn)
     for _ in range(2):  # the second start requeues; the one after fails it
-        async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
+        async with db.connect(config.db_path, config.schema_path) as conn:
+            await started_leases(conn, max_attempts=2)
             await claim_run(conn)
-    async with db.connect(config.db_path, config.schema_path, max_attempts=2) as conn:
+    async with db.connect(config.db_path, config.schema_path) as conn:
+        await started_leases(conn, max_attempts=2)
         calc = await db.get_calculation(conn, calc_id)
     assert calc is not None
     assert calc.status is Status.FAILED

@@ -33,11 +33,16 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def project_files() -> set[str]:
-    """The files of the project: what git tracks in a clone; in an unpacked archive, which
-    has no git, every file but what is built or cached."""
+    """The files of the project: in a clone, what git tracks or would (new files it does not
+    ignore); in an unpacked archive, which has no git, every file but what is built or cached."""
     if (ROOT / ".git").exists():
         listed = subprocess.run(
-            ["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True
+            # Tracked, and new files git does not ignore: what the next commit may hold.
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return set(listed.stdout.split())
     found = set()

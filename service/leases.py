@@ -1,0 +1,144 @@
+"""Who computes what: this process's worker record, its heartbeat, and the rescue of the runs
+of workers that are gone.
+
+Each process that computes runs records itself as a worker (host, pid and the pid's start
+time) and a heartbeat every LEASE / 3 seconds; each run it claims names it. A run is queued
+again (the interrupted attempt counts, and MAX_ATTEMPTS still caps it) when its worker:
+
+- ran on this host and its pid no longer runs it (the process is gone, or the pid now runs
+  another program: the start time differs). No lease needs to pass: at start-up a server
+  finds its dead predecessor's runs at once, and puts them back in submission order;
+- has not recorded a heartbeat for LEASE seconds: a worker on another host, or one alive
+  but silent (paused by SIGSTOP, stalled). Its late writes are refused by the attempt fence.
+
+Every live process looks, at start-up and every LEASE / 3 seconds, so no process requeues
+the runs of another that is alive, as a blanket "requeue everything running at start-up"
+would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+from aiohttp import web
+
+from service import db
+from service.keys import CONFIG, DB, LEASES, METRICS
+from service.metrics import Metrics
+from service.models import Worker
+
+log = logging.getLogger(__name__)
+
+
+def this_host() -> str:
+    """The host name and this boot's id: a pid means one process only on one host and boot."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{socket.gethostname()}/{boot_id}"
+
+
+def started_at(pid: int) -> int | None:
+    """When the process started, in clock ticks after boot; None if no process has that pid
+    (or only a zombie does)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the name, which may hold spaces
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def is_gone(worker: Worker, host: str, now: float, lease: float) -> bool:
+    if worker.host == host and started_at(worker.pid) != worker.pid_started:
+        return True
+    return now - worker.heartbeat_at > lease
+
+
+class Leases:
+    """This process's worker record and heartbeat, and the looks for gone workers."""
+
+    def __init__(
+        self, conn: aiosqlite.Connection, metrics: Metrics, *, lease: float, max_attempts: int
+    ) -> None:
+        self._conn = conn
+        self._metrics = metrics
+        self._lease = lease
+        self._max_attempts = max_attempts
+        self._host = this_host()
+        self.worker_id = 0  # set by `start`
+
+    async def start(self) -> None:
+        """Rescue what dead processes left, then record this one."""
+        await self.rescue()
+        await self._register()
+
+    async def _register(self) -> None:
+        pid = os.getpid()
+        pid_started = started_at(pid)
+        assert pid_started is not None  # this very process runs
+        self.worker_id = await db.register_worker(
+            self._conn, self._host, pid, pid_started, time.time()
+        )
+        log.info("worker %d registered", self.worker_id)
+
+    async def rescue(self) -> None:
+        now = time.time()
+        workers = await db.list_workers(self._conn)
+        gone = [
+            worker.id
+            for worker in workers
+            if worker.id != self.worker_id and is_gone(worker, self._host, now, self._lease)
+        ]
+        failed, queued = await db.rescue_orphans(self._conn, gone, self._max_attempts)
+        for calc_id in failed:
+            log.warning(
+                "calculation %d failed: interrupted %d times",
+                calc_id,
+                self._max_attempts,
+                extra={"calc_id": calc_id},
+            )
+        for calc_id in queued:
+            log.warning(
+                "calculation %d queued again after an interruption",
+                calc_id,
+                extra={"calc_id": calc_id},
+            )
+        if failed or queued:
+            self._metrics.runs_rescued.inc(len(failed) + len(queued))
+
+    async def run(self) -> None:
+        """Heartbeats and looks, every LEASE / 3 seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                if not await db.heartbeat(self._conn, self.worker_id, time.time()):
+                    # Found gone while it was silent: its runs were queued again, and its late
+                    # writes are refused. It goes on as a new worker.
+                    log.warning("worker %d was taken for gone; registering anew", self.worker_id)
+                    await self._register()
+                await self.rescue()
+            except Exception:  # a failed look is tried again at the next one
+                log.exception("worker %d: heartbeat or rescue failed", self.worker_id)
+
+    async def close(self) -> None:
+        await db.forget_worker(self._conn, self.worker_id)
+
+
+async def leases_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    leases = Leases(app[DB], app[METRICS], lease=config.lease, max_attempts=config.max_attempts)
+    await leases.start()
+    app[LEASES] = leases
+    task = asyncio.create_task(leases.run(), name="leases")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await leases.close()
