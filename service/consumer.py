@@ -9,11 +9,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import NamedTuple
 
-import aiosqlite
 from aiohttp import web
 
 from service import db
-from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, LEASES, METRICS, POOL, QUEUE
+from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, LEASES, METRICS, POOL
 from service.leases import Leases
 from service.metrics import Metrics
 from service.models import Calculation, Status
@@ -30,8 +29,7 @@ class Consumer:
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
-        queue: db.Queue,
+        database: db.Database,
         leases: Leases,
         pool: KernelPool,
         metrics: Metrics,
@@ -40,8 +38,7 @@ class Consumer:
         kernel_timeout: float | None = None,
         poll_interval: float = 2.0,
     ) -> None:
-        self._conn = conn  # for the outcomes it records
-        self._queue = queue  # for the claims
+        self._db = database
         self._leases = leases  # whose worker id each claim records
         self._metrics = metrics
         self._kernel_delay = kernel_delay
@@ -62,7 +59,7 @@ class Consumer:
             # Cleared before draining, so a run submitted mid-drain still wakes the next wait.
             self._wakeup.clear()
             while self._free:
-                calc = await self._queue.claim(self._leases.worker_id)
+                calc = await self._db.claim(self._leases.worker_id)
                 if calc is None:
                     break
                 task = asyncio.create_task(self._execute(self._free.pop(), calc))
@@ -73,7 +70,7 @@ class Consumer:
 
     async def run_once(self) -> bool:
         """Claim the oldest queued run and compute it here; False when the queue is empty."""
-        calc = await self._queue.claim(self._leases.worker_id)
+        calc = await self._db.claim(self._leases.worker_id)
         if calc is None:
             return False
         await self._execute(self._free.pop(), calc)
@@ -181,7 +178,7 @@ class Consumer:
         self, calc: Calculation, exc: Exception, outcome: Outcome, reason: str | None
     ) -> None:
         if reason == SHUTDOWN:
-            if await db.requeue(self._conn, calc):
+            if await self._db.requeue(calc):
                 log.info(
                     "calculation %d stopped by the shutdown, queued again", calc.id, extra=ids(calc)
                 )
@@ -198,7 +195,7 @@ class Consumer:
         else:
             log.error("calculation %d: the kernel raised", calc.id, exc_info=exc, extra=ids(calc))
             message = f"{type(exc).__name__}: {exc}"
-        if await db.mark_failed(self._conn, calc, message, outcome.duration, outcome.ended_at):
+        if await self._db.mark_failed(calc, message, outcome.duration, outcome.ended_at):
             log.info("calculation %d failed: %s", calc.id, message, extra=ids(calc))
             self._metrics.finished(Status.FAILED, outcome.duration)
 
@@ -218,7 +215,7 @@ def ids(calc: Calculation) -> dict[str, int]:
 
 
 async def pool_context(app: web.Application) -> AsyncIterator[None]:
-    pool = KernelPool(app[CONFIG].workers, app[CONFIG].db_path)
+    pool = KernelPool(app[CONFIG].workers, app[CONFIG].database_url)
     pool.start()
     app[POOL] = pool
     yield
@@ -229,7 +226,6 @@ async def consumer_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     consumer = Consumer(
         app[DB],
-        app[QUEUE],
         app[LEASES],
         app[POOL],
         app[METRICS],

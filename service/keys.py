@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import aiosqlite
 from aiohttp import web
 
 from service.config import Config
@@ -13,17 +12,14 @@ from service.config import Config
 if TYPE_CHECKING:
     from service.clients import StalledAnswers
     from service.consumer import Consumer
-    from service.db import Queue, Reader
+    from service.db import Database
     from service.leases import Leases
     from service.metrics import Metrics
     from service.pingpong.pipeline import Pipeline
     from service.pool import KernelPool
 
 CONFIG = web.AppKey("config", Config)
-DB = web.AppKey("db", aiosqlite.Connection)  # the one that writes
-DB_READ = web.AppKey("db_read", aiosqlite.Connection)  # the ping-pong traces
-READER: web.AppKey[Reader] = web.AppKey("reader")  # runs: rows, results, lists, counts
-QUEUE: web.AppKey[Queue] = web.AppKey("queue")  # runs created (in batches) and claimed
+DB: web.AppKey[Database] = web.AppKey("db")  # every read and write, whichever the backend
 POOL: web.AppKey[KernelPool] = web.AppKey("pool")
 CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiosqlite
 from aiohttp import web
 
 from service import db
@@ -65,9 +64,9 @@ class Leases:
     """This process's worker record and heartbeat, and the looks for gone workers."""
 
     def __init__(
-        self, conn: aiosqlite.Connection, metrics: Metrics, *, lease: float, max_attempts: int
+        self, database: db.Database, metrics: Metrics, *, lease: float, max_attempts: int
     ) -> None:
-        self._conn = conn
+        self._db = database
         self._metrics = metrics
         self._lease = lease
         self._max_attempts = max_attempts
@@ -83,20 +82,18 @@ class Leases:
         pid = os.getpid()
         pid_started = started_at(pid)
         assert pid_started is not None  # this very process runs
-        self.worker_id = await db.register_worker(
-            self._conn, self._host, pid, pid_started, time.time()
-        )
+        self.worker_id = await self._db.register_worker(self._host, pid, pid_started, time.time())
         log.info("worker %d registered", self.worker_id)
 
     async def rescue(self) -> None:
         now = time.time()
-        workers = await db.list_workers(self._conn)
+        workers = await self._db.list_workers()
         gone = [
             worker.id
             for worker in workers
             if worker.id != self.worker_id and is_gone(worker, self._host, now, self._lease)
         ]
-        failed, queued = await db.rescue_orphans(self._conn, gone, self._max_attempts)
+        failed, queued = await self._db.rescue_orphans(gone, self._max_attempts)
         for calc_id in failed:
             log.warning(
                 "calculation %d failed: interrupted %d times",
@@ -118,7 +115,7 @@ class Leases:
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
-                if not await db.heartbeat(self._conn, self.worker_id, time.time()):
+                if not await self._db.heartbeat(self.worker_id, time.time()):
                     # Found gone while it was silent: its runs were queued again, and its late
                     # writes are refused. It goes on as a new worker.
                     log.warning("worker %d was taken for gone; registering anew", self.worker_id)
@@ -128,7 +125,7 @@ class Leases:
                 log.exception("worker %d: heartbeat or rescue failed", self.worker_id)
 
     async def close(self) -> None:
-        await db.forget_worker(self._conn, self.worker_id)
+        await self._db.forget_worker(self.worker_id)
 
 
 async def leases_context(app: web.Application) -> AsyncIterator[None]:

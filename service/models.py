@@ -36,7 +36,7 @@ def _timestamp(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-# A stored column read in pieces of at most db.PIECE bytes: each is allocated from the heap
+# A stored column read in pieces of at most sqlite_runs.PIECE bytes: each is allocated from the heap
 # and given back to it, where one buffer of a whole result would be fresh pages every time.
 Pieces = tuple[bytes, ...]
 

@@ -11,7 +11,6 @@ import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from service import worker
@@ -43,8 +42,8 @@ class Slot:
     it computes; a new process then takes its place. Calls and answers are small (the process
     stores results itself) and go through a pipe the event loop watches."""
 
-    def __init__(self, db_path: Path) -> None:
-        self._db_path = db_path
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
         self._process: BaseProcess | None = None
         self._pipe: Connection | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -57,7 +56,7 @@ class Slot:
         context = multiprocessing.get_context("spawn")
         self._pipe, child_end = context.Pipe()
         # Given, not read in the child: the server may already be gone when it starts.
-        args = (child_end, os.getpid(), self._db_path)
+        args = (child_end, os.getpid(), self._database_url)
         self._process = context.Process(target=worker.serve, args=args, daemon=True)
         self._process.start()
         child_end.close()
@@ -150,8 +149,8 @@ class Slot:
 class KernelPool:
     """`workers` slots, started together so that the first run does not wait for pandas."""
 
-    def __init__(self, workers: int, db_path: Path) -> None:
-        self.slots = [Slot(db_path) for _ in range(workers)]
+    def __init__(self, workers: int, database_url: str) -> None:
+        self.slots = [Slot(database_url) for _ in range(workers)]
 
     def start(self) -> None:
         for slot in self.slots:

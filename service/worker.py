@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import sqlite3
 import threading
 import time
 import traceback
 from datetime import date
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import kernel
@@ -22,7 +20,7 @@ NICENESS = 10  # added to the server's: a kernel process gets the CPU time the s
 PARENT_CHECK_INTERVAL = 0.5  # seconds
 READY, RETURNED, RAISED = "ready", "returned", "raised"  # what the process sends back
 
-_conn: sqlite3.Connection | None = None
+_store: db.ResultStore | None = None
 
 
 class Stored(NamedTuple):
@@ -33,9 +31,9 @@ class Stored(NamedTuple):
     duration: float
 
 
-def serve(pipe: Connection, server: int, db_path: Path) -> None:
+def serve(pipe: Connection, server: int, database_url: str) -> None:
     """The process's main loop: one call at a time, until the server closes the pipe."""
-    global _conn
+    global _store
     # Computing is batch work, answering is not: with the cores busy, the server goes first.
     os.nice(NICENESS)
     # Ctrl-C reaches the whole process group; the server's shutdown handles it, not the kernel.
@@ -44,7 +42,7 @@ def serve(pipe: Connection, server: int, db_path: Path) -> None:
     import numpy  # noqa: F401 (the first run does not pay for importing them)
     import pandas  # noqa: F401
 
-    _conn = db.connect_worker(db_path)
+    _store = db.open_result_store(database_url)
     pipe.send((READY, None))
     while True:
         try:
@@ -80,8 +78,8 @@ def answer(fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
 def compute_and_store(
     calc_id: int, attempt: int, date_start: date, date_fin: date, lag: int, seed: int, delay: float
 ) -> Stored:
-    assert _conn is not None, "serve() opens the connection"
+    assert _store is not None, "serve() opens the store"
     started = time.perf_counter()
     output = kernel.run(date_start, date_fin, lag, seed, delay)
     duration = time.perf_counter() - started
-    return Stored(db.store_result(_conn, calc_id, attempt, output, duration), duration)
+    return Stored(_store.store(calc_id, attempt, output, duration), duration)

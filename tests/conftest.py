@@ -23,9 +23,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from service import db
 from service.app import create_app
 from service.config import Config
+from service.db import insert_params, utcnow
+from service.db import sqlite_runs as db
 from service.models import TERMINAL, Calculation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,14 +80,14 @@ async def insert_runs(conn: aiosqlite.Connection, count: int) -> list[int]:
 async def insert_run(conn: aiosqlite.Connection, **fields: Any) -> int | None:
     """A queued run written straight into the table, as another producer would: the same
     statement as the API's, one at a time. Its id, or None if nothing was inserted."""
-    row = await db.fetch_one(conn, db.INSERT_CALCULATION, db.insert_params(**fields))
+    row = await db.fetch_one(conn, db.INSERT_CALCULATION, insert_params(**fields))
     return None if row is None else int(row[0])
 
 
 async def claim_run(conn: aiosqlite.Connection, worker_id: int | None = None) -> Calculation | None:
     """The oldest queued run claimed, as another consumer would: the consumer's statement.
     With no worker, as a process that has since gone (or an older version) would."""
-    row = await db.fetch_one(conn, db.CLAIM_NEXT, {"now": db.utcnow(), "worker": worker_id})
+    row = await db.fetch_one(conn, db.CLAIM_NEXT, {"now": utcnow(), "worker": worker_id})
     return None if row is None else Calculation.from_row(row)
 
 

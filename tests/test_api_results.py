@@ -11,9 +11,9 @@ import aiosqlite
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from service import db
 from service.app import create_app
 from service.config import Config
+from service.db import sqlite_runs as db
 from tests.conftest import claim_run, create, csv_records, insert_run, wait_for_terminal
 
 Client = TestClient[Any, Any]

@@ -13,9 +13,11 @@ import aiosqlite
 import pytest
 
 import kernel
-from service import db
 from service.config import Config
 from service.consumer import Consumer
+from service.db import sqlite
+from service.db import sqlite_runs as db
+from service.db.sqlite import SqliteDatabase
 from service.leases import Leases
 from service.metrics import Metrics
 from service.models import Calculation, Status
@@ -27,31 +29,30 @@ DAY = date(2024, 1, 1)
 
 @pytest.fixture
 async def pool(config: Config) -> AsyncIterator[KernelPool]:
-    kernel_pool = KernelPool(workers=1, db_path=config.db_path)
+    kernel_pool = KernelPool(workers=1, database_url=config.database_url)
     kernel_pool.start()
     yield kernel_pool
     kernel_pool.close()
 
 
 @pytest.fixture
-async def queue(conn: aiosqlite.Connection, config: Config) -> AsyncIterator[db.Queue]:
-    runs = db.Queue(config.db_path)  # opened once `conn` has made the schema
-    await runs.open()
-    yield runs
-    await runs.close()
+async def backend(conn: aiosqlite.Connection, config: Config) -> AsyncIterator[SqliteDatabase]:
+    """The database as the app opens it, on the file `conn` has made ready."""
+    async with sqlite.open_database(config) as database:
+        yield database
 
 
-async def started_leases(conn: aiosqlite.Connection, max_attempts: int = 3) -> Leases:
+async def started_leases(database: SqliteDatabase, max_attempts: int = 3) -> Leases:
     """This process recorded as a worker, after the rescue a server makes at start-up."""
-    leases = Leases(conn, Metrics(), lease=15, max_attempts=max_attempts)
+    leases = Leases(database, Metrics(), lease=15, max_attempts=max_attempts)
     await leases.start()
     return leases
 
 
 @pytest.fixture
-async def consumer(conn: aiosqlite.Connection, queue: db.Queue, pool: KernelPool) -> Consumer:
-    leases = await started_leases(conn)
-    return Consumer(conn, queue, leases, pool, Metrics(), poll_interval=0.05)
+async def consumer(backend: SqliteDatabase, pool: KernelPool) -> Consumer:
+    leases = await started_leases(backend)
+    return Consumer(backend, leases, pool, Metrics(), poll_interval=0.05)
 
 
 async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int:
@@ -140,14 +141,16 @@ async def test_dead_kernel_process_is_replaced(pool: KernelPool) -> None:
 
 
 async def test_interrupted_runs_are_queued_again_on_start(config: Config) -> None:
-    async with db.connect(config.db_path, config.schema_path) as conn:
+    async with sqlite.open_database(config) as database:
+        conn = database.writer
         first, second = await insert(conn), await insert(conn)
         claimed = await claim_run(conn)
         assert claimed is not None
         assert claimed.id == first
     # The process is gone with `first` still running; the next start recovers it.
-    async with db.connect(config.db_path, config.schema_path) as conn:
-        await started_leases(conn)
+    async with sqlite.open_database(config) as database:
+        conn = database.writer
+        await started_leases(database)
         calc = await db.get_calculation(conn, first)
         assert calc is not None
         assert calc.status is Status.QUEUED
@@ -201,12 +204,12 @@ async def test_runs_interrupted_max_attempts_times_are_failed_on_start(config: C
         calc_id = await insert(conn)
         await claim_run(conn)
     for _ in range(2):  # the second start requeues; the one after fails it
-        async with db.connect(config.db_path, config.schema_path) as conn:
-            await started_leases(conn, max_attempts=2)
-            await claim_run(conn)
-    async with db.connect(config.db_path, config.schema_path) as conn:
-        await started_leases(conn, max_attempts=2)
-        calc = await db.get_calculation(conn, calc_id)
+        async with sqlite.open_database(config) as database:
+            await started_leases(database, max_attempts=2)
+            await claim_run(database.writer)
+    async with sqlite.open_database(config) as database:
+        await started_leases(database, max_attempts=2)
+        calc = await db.get_calculation(database.writer, calc_id)
     assert calc is not None
     assert calc.status is Status.FAILED
     assert calc.attempts == 2

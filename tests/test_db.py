@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 import aiosqlite
 import pytest
 
-from service import db
 from service.config import Config
+from service.db import insert_params
+from service.db import sqlite_runs as db
 from service.models import Status
 from tests.conftest import claim_run, insert_run, insert_runs
 
@@ -120,7 +121,7 @@ async def test_schema_applies_twice(config: Config) -> None:
 
 
 def new_run(seed: int, **extra: Any) -> dict[str, Any]:
-    return db.insert_params(name="r", date_start=DAY, date_fin=DAY, lag=1, seed=seed, **extra)
+    return insert_params(name="r", date_start=DAY, date_fin=DAY, lag=1, seed=seed, **extra)
 
 
 async def test_concurrent_creates_are_each_written_and_committed_before_their_answer(

@@ -71,7 +71,10 @@ def test_relative_links_resolve_to_files_and_headings(document: Path) -> None:
             assert anchor in anchors(linked), f"{document.name}: {target} names no heading"
 
 
-def test_each_document_starts_with_what_it_covers() -> None:
+def test_each_document_starts_with_what_it_covers_under_its_one_title() -> None:
+    for document in DOCUMENTS:
+        titles = [line for line in prose(document) if line.startswith("# ")]
+        assert len(titles) == 1, f"{document.name}: {titles}"
     for document in DOCUMENTS[1:]:
         lines = document.read_text().splitlines()
         assert lines[0].startswith("# ")

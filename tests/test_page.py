@@ -14,9 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from service import db
 from service.api.pages import STATIC_DIR
 from service.config import Config
+from service.db import sqlite_runs as db
 from tests.conftest import claim_run, csv_records, insert_run, wait_until_up
 
 Client = TestClient[Any, Any]

@@ -20,7 +20,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpRawServer, AiohttpServer
 
 from service.app import create_app
 from service.config import Config
-from service.pingpong import db
+from service.db import sqlite_traces as db
 from tests.conftest import app_client, free_port, wait_until_up
 
 Client = TestClient[Any, Any]

@@ -25,7 +25,7 @@ from service import db, memory
 from service.compression import accepts_gzip, gzip_parts
 from service.db import Form
 from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull, client_gone
-from service.keys import CONFIG, CONSUMER, DB, METRICS, QUEUE, READER
+from service.keys import CONFIG, CONSUMER, DB, METRICS
 from service.models import TERMINAL, Calculation, Status, point_count
 from service.schemas import (
     MAX_SEED,
@@ -83,7 +83,7 @@ async def create_calculation(request: web.Request) -> web.Response:
     # Hashed before a seed is drawn, so that a retry of the same body matches.
     request_hash = None if key is None else params_hash(params)
     params.setdefault("seed", SEEDS.randint(0, MAX_SEED))
-    calc_id = await request.app[QUEUE].insert(
+    calc_id = await request.app[DB].insert(
         db.insert_params(
             **params, max_queued=config.max_queued, idempotency_key=key, request_hash=request_hash
         )
@@ -107,7 +107,7 @@ async def replay_or_refuse(
 ) -> web.Response:
     """Nothing was inserted: the key was used before, or the queue is full."""
     if key is not None:
-        found = await db.get_by_idempotency_key(request.app[DB], key)
+        found = await request.app[DB].get_by_idempotency_key(key)
         if found is not None:
             calc, first_hash = found
             if first_hash != request_hash:
@@ -134,7 +134,7 @@ def created_response(
 async def list_calculations(request: web.Request) -> web.Response:
     query = request["querystring"]
     per_page, status = query["per_page"], query.get("status")
-    calcs, total = await request.app[READER].list_calculations(
+    calcs, total = await request.app[DB].list_calculations(
         limit=per_page,
         offset=(query["page"] - 1) * per_page,
         descending=query["order"] == "desc",
@@ -164,7 +164,7 @@ async def get_calculation(request: web.Request) -> web.StreamResponse:
     form: Form = "gzip" if accepts_gzip(request.headers.get("Accept-Encoding", "")) else "plain"
     wait = query.get("wait")
     if wait is None:
-        calc = await request.app[READER].get(calc_id, form)
+        calc = await request.app[DB].get(calc_id, form)
     else:
         calc = await get_when_ended(request, calc_id, form, wait)
     if calc is None:
@@ -179,13 +179,13 @@ async def get_when_ended(
     waiters of a run when it ends; a waiter whose client has left stops within a second."""
     app = request.app
     with app[CONSUMER].watch(calc_id) as ended:
-        calc = await app[READER].get(calc_id, form)
+        calc = await app[DB].get(calc_id, form)
         if calc is None or calc.status in TERMINAL:
             return calc
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await wait_while_connected(request, ended)
-    return await app[READER].get(calc_id, form)
+    return await app[DB].get(calc_id, form)
 
 
 async def wait_while_connected(request: web.Request, event: asyncio.Event) -> None:
@@ -209,10 +209,10 @@ async def wait_while_connected(request: web.Request, event: asyncio.Event) -> No
 @response_schema(CalculationOut, 200, description="Cancelled.")
 async def cancel_calculation(request: web.Request) -> web.StreamResponse:
     calc_id = int(request.match_info["calc_id"])
-    conn, consumer = request.app[DB], request.app[CONSUMER]
-    calc = await db.cancel(conn, calc_id)
+    database, consumer = request.app[DB], request.app[CONSUMER]
+    calc = await database.cancel(calc_id)
     if calc is None:
-        existing = await db.get_calculation(conn, calc_id)
+        existing = await database.get_calculation(calc_id)
         if existing is None:
             raise CalculationNotFound(f"calculation {calc_id} does not exist")
         raise Conflict(f"calculation {calc_id} is already {existing.status}")
@@ -252,7 +252,7 @@ async def send_parts(
     headers: dict[str, str],
     charset: str | None = None,
 ) -> web.StreamResponse:
-    """A body made of parts: stored results come in pieces under `CHUNK` (`db.PIECE`). A
+    """A body made of parts: stored results come in pieces under `CHUNK` (`sqlite_runs.PIECE`). A
     large one goes out a part at a time, each written when the socket has room, with the
     loop's other work served between two parts; no copy of the whole body is ever made."""
     size = sum(len(part) for part in parts)

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.keys import CONSUMER_TASK, METRICS, READER
+from service.keys import CONSUMER_TASK, DB, METRICS
 from service.models import Status
 from service.schemas import ErrorOut, Health
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 async def health(request: web.Request) -> web.Response:
     body: dict[str, object] = {"status": "ok", "database": "ok", "consumer": "ok"}
     try:
-        counts = request.app[READER].count_by_status()
+        counts = await request.app[DB].count_by_status()
         body.update(queued=counts[Status.QUEUED], running=counts[Status.RUNNING])
     except Exception as exc:
         log.exception("health check: the database does not answer")
@@ -51,7 +51,7 @@ METRICS_RESPONSES: dict[int, dict[str, Any]] = {
     responses=METRICS_RESPONSES,
 )
 async def metrics(request: web.Request) -> web.Response:
-    counts = request.app[READER].count_by_status()
+    counts = await request.app[DB].count_by_status()
     text = request.app[METRICS].render(counts[Status.QUEUED], counts[Status.RUNNING])
     response = web.Response(body=text)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST

@@ -9,7 +9,7 @@ from aiohttp_apigami import docs
 
 from service.api.calculations import send_parts
 from service.errors import CalculationNotFound, ResultNotReady
-from service.keys import READER
+from service.keys import DB
 from service.schemas import ErrorOut
 
 CSV_RESPONSES: dict[int, dict[str, Any]] = {
@@ -40,10 +40,10 @@ CSV_RESPONSES: dict[int, dict[str, Any]] = {
 @docs(tags=["calculations"], summary="The result of a done run as CSV", responses=CSV_RESPONSES)
 async def get_result_csv(request: web.Request) -> web.StreamResponse:
     calc_id = int(request.match_info["calc_id"])
-    csv = await request.app[READER].csv(calc_id)
+    csv = await request.app[DB].csv(calc_id)
     if csv is None:
         # Only on refusal: tells an unknown id from a run that has no result.
-        calc = await request.app[READER].get(calc_id, "plain")
+        calc = await request.app[DB].get_calculation(calc_id)
         if calc is None:
             raise CalculationNotFound(f"calculation {calc_id} does not exist")
         raise ResultNotReady(f"calculation {calc_id} has no result: its status is {calc.status}")

@@ -15,10 +15,9 @@ from marshmallow import ValidationError
 from yarl import URL
 
 from service.errors import BadRequest
-from service.keys import DB_READ, PINGPONG
+from service.keys import DB, PINGPONG
 from service.models import Outcome, Peer
 from service.parser import NOT_AN_OBJECT, read_json_object
-from service.pingpong import db
 from service.pingpong.errors import (
     DuplicateHop,
     InvalidPayload,
@@ -181,11 +180,11 @@ def own_origin(request: web.Request) -> URL:
 )
 @response_schema(TraceOut, 200)
 async def get_trace(request: web.Request) -> web.Response:
-    conn, trace_id = request.app[DB_READ], request.match_info["trace_id"]
-    created_at = await db.trace_created_at(conn, trace_id)
+    database, trace_id = request.app[DB], request.match_info["trace_id"]
+    created_at = await database.trace_created_at(trace_id)
     if created_at is None:
         raise TraceNotFound(f"trace {trace_id} does not exist")
-    hops = await db.list_hops(conn, trace_id)
+    hops = await database.list_hops(trace_id)
     body = TraceOut().dump(
         {
             "trace_id": trace_id,
@@ -207,10 +206,10 @@ async def get_trace(request: web.Request) -> web.Response:
 @querystring_schema(TraceListQuery)
 @response_schema(TracePage, 200)
 async def list_traces(request: web.Request) -> web.Response:
-    query, conn = request["querystring"], request.app[DB_READ]
+    query, database = request["querystring"], request.app[DB]
     page, per_page = query["page"], query["per_page"]
-    total = await db.count_traces(conn)
-    traces = await db.list_traces(conn, limit=per_page, offset=(page - 1) * per_page)
+    total = await database.count_traces()
+    traces = await database.list_traces(limit=per_page, offset=(page - 1) * per_page)
     router = request.app.router["pingpong_trace"]
     items = [
         {**dataclasses.asdict(trace), "url": str(router.url_for(trace_id=trace.trace_id))}

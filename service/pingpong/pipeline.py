@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import aiosqlite
 from aiohttp import web
 from yarl import URL
 
 from service.config import Config
+from service.db import Database
 from service.keys import CONFIG, DB, PINGPONG
 from service.models import Hop, Outcome, Peer
-from service.pingpong import db
 from service.pingpong.errors import PipelinesFull
 
 log = logging.getLogger(__name__)
@@ -115,10 +114,8 @@ def partner_said(body: bytes) -> str:
 class Pipeline:
     """What one app needs to play A and B: the random source, the records, the forwards."""
 
-    def __init__(
-        self, conn: aiosqlite.Connection, session: aiohttp.ClientSession, config: Config
-    ) -> None:
-        self._conn = conn
+    def __init__(self, database: Database, session: aiohttp.ClientSession, config: Config) -> None:
+        self._db = database
         self._session = session
         self._rng = random.Random(config.pingpong_seed)
         self._reject_rate = config.pingpong_reject_rate
@@ -160,9 +157,8 @@ class Pipeline:
         trace_id = payload["trace_id"] or new_trace_id()
         number = payload["hop"] + 1
         verdict = self._draw(service, number)
-        await db.add_trace(self._conn, trace_id)
-        hop = await db.insert_hop(
-            self._conn,
+        await self._db.add_trace(trace_id)
+        hop = await self._db.insert_hop(
             trace_id=trace_id,
             hop=number,
             service=service,
@@ -182,9 +178,8 @@ class Pipeline:
         self, service: Peer, trace_id: str, hop: int, received_json: str, detail: str
     ) -> Hop | None:
         """Record a payload the schema refused as hop `hop` of its trace."""
-        await db.add_trace(self._conn, trace_id)
-        recorded = await db.insert_hop(
-            self._conn,
+        await self._db.add_trace(trace_id)
+        recorded = await self._db.insert_hop(
             trace_id=trace_id,
             hop=hop,
             service=service,
@@ -249,8 +244,7 @@ class Pipeline:
     async def _finish(
         self, hop: Hop, outcome: Outcome, partner_status: int | None, detail: str
     ) -> None:
-        finished = await db.finish_hop(
-            self._conn,
+        finished = await self._db.finish_hop(
             trace_id=hop.trace_id,
             hop=hop.hop,
             outcome=outcome,

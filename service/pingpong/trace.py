@@ -21,7 +21,7 @@ class Summary:
 
 
 def summarize(hops: Sequence[Hop]) -> Summary:
-    """The hop that stopped the pipeline, the same rule as `db.TRACE_COLUMNS`' `stopped`.
+    """The hop that stopped the pipeline, the same rule as `sqlite_traces.TRACE_COLUMNS`' `stopped`.
 
     Normally exactly one hop has a stopping outcome. After a shutdown there may be two (the
     interrupted one and the partner's later one): the last is where the pipeline really ended.

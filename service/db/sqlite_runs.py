@@ -1,4 +1,5 @@
-"""Database access: the connection context, schema loading, and one function per SQL statement."""
+"""The SQLite backend's runs and workers: connections, schema loading, the `Queue` and the
+`Reader`, and one function per SQL statement."""
 
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
-from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
-from aiohttp import web
 
 import kernel
-from service.keys import CONFIG, DB, DB_READ, QUEUE, READER
+from service.db import Form, utcnow
 from service.models import Calculation, Deflated, Pieces, Status, Summary, Worker
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,6 @@ PIECE = 256 * 1024 - 64  # with the bytes object's header, still under it
 INLINE_MAX = 64 * 1024  # a result this small is read on the loop: the read costs less than a hop
 T = TypeVar("T")
 NEAR_OFFSET = 1000  # scanning this many index entries costs less than a second statement
-Form = Literal["plain", "gzip"]
 
 COLUMNS = (
     "id, name, status, date_start, date_fin, lag, seed, attempts,"
@@ -174,10 +172,6 @@ async def fetch_one(
     return rows[0] if rows else None
 
 
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
 @asynccontextmanager
 async def connect(db_path: Path, schema_path: Path) -> AsyncIterator[aiosqlite.Connection]:
     """An autocommit connection to a ready database: pragmas set, schema applied."""
@@ -260,31 +254,6 @@ async def list_workers(conn: aiosqlite.Connection) -> list[Worker]:
 
 async def forget_worker(conn: aiosqlite.Connection, worker_id: int) -> None:
     await conn.execute(FORGET_WORKERS, {"gone": json.dumps([worker_id])})
-
-
-def insert_params(
-    *,
-    name: str,
-    date_start: date,
-    date_fin: date,
-    lag: int,
-    seed: int,
-    max_queued: int = 2**62,
-    idempotency_key: str | None = None,
-    request_hash: str | None = None,
-) -> dict[str, Any]:
-    """The parameters of INSERT_CALCULATION for one new run."""
-    return {
-        "name": name,
-        "date_start": date_start.isoformat(),
-        "date_fin": date_fin.isoformat(),
-        "lag": lag,
-        "seed": seed,
-        "now": utcnow(),
-        "max_queued": max_queued,
-        "key": idempotency_key,
-        "hash": request_hash,
-    }
 
 
 class Queue:
@@ -613,22 +582,3 @@ async def connect_reader(db_path: Path) -> AsyncIterator[aiosqlite.Connection]:
         for pragma in READER_PRAGMAS:
             await conn.execute(pragma)
         yield conn
-
-
-async def db_context(app: web.Application) -> AsyncIterator[None]:
-    """The writer, the runs' `Queue` and `Reader`, and a reader connection for the ping-pong
-    traces, each with a thread of its own: no kind of work queues behind another."""
-    config = app[CONFIG]
-    reader, queue = Reader(config.db_path), Queue(config.db_path)
-    async with (
-        connect(config.db_path, config.schema_path) as writer,
-        connect_reader(config.db_path) as traces,
-    ):
-        await reader.open()
-        await queue.open()
-        app[DB], app[DB_READ], app[READER], app[QUEUE] = writer, traces, reader, queue
-        try:
-            yield
-        finally:
-            await queue.close()
-            await reader.close()

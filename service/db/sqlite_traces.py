@@ -1,4 +1,4 @@
-"""Database access of the ping-pong pipeline: one function per SQL statement on its tables."""
+"""The SQLite backend's ping-pong traces: one function per SQL statement on their tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from datetime import datetime
 
 import aiosqlite
 
-from service.db import fetch_one, utcnow
+from service.db import utcnow
+from service.db.sqlite_runs import fetch_one
 from service.models import STOPPING, Hop, Outcome, Peer, Trace
 
 HOP_COLUMNS = (

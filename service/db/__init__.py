@@ -1,0 +1,155 @@
+"""The database interface the rest of the code calls, and the backend chosen from DATABASE_URL.
+
+Handlers, the consumer, the leases, the ping-pong pipeline and the kernel processes call a
+`Database` (or, in a kernel process, a `ResultStore`) and never ask which backend runs. Each
+backend keeps its SQL beside its functions, in its own modules (`sqlite*.py`), and returns
+the same frozen records (`service.models`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from aiohttp import web
+
+from service.keys import CONFIG, DB
+
+if TYPE_CHECKING:
+    import kernel
+    from service.models import Calculation, Hop, Pieces, Status, Summary, Trace, Worker
+
+# How a done run's result is wanted: the stored JSON, or deflated for a gzip answer.
+Form = Literal["plain", "gzip"]
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def insert_params(
+    *,
+    name: str,
+    date_start: date,
+    date_fin: date,
+    lag: int,
+    seed: int,
+    max_queued: int = 2**62,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> dict[str, Any]:
+    """What `Database.insert` takes for one new run."""
+    return {
+        "name": name,
+        "date_start": date_start.isoformat(),
+        "date_fin": date_fin.isoformat(),
+        "lag": lag,
+        "seed": seed,
+        "now": utcnow(),
+        "max_queued": max_queued,
+        "key": idempotency_key,
+        "hash": request_hash,
+    }
+
+
+class Database(Protocol):
+    """Every read and write of runs, workers and ping-pong traces."""
+
+    async def insert(self, params: dict[str, Any]) -> int | None:
+        """The id of the new queued run (`insert_params`); None if the queue is full or the
+        idempotency key is taken. Answered once committed."""
+
+    async def claim(self, worker_id: int) -> Calculation | None:
+        """The oldest queued run, now running for this worker; None if none is queued."""
+
+    async def get(self, calc_id: int, form: Form = "plain") -> Calculation | None:
+        """The run, with its result once done."""
+
+    async def get_calculation(self, calc_id: int) -> Calculation | None:
+        """The run's row alone, never its result."""
+
+    async def get_by_idempotency_key(self, key: str) -> tuple[Calculation, str] | None:
+        """The run created with this key, and the hash of the request that created it."""
+
+    async def csv(self, calc_id: int) -> Pieces | None:
+        """The stored CSV of a done run; None if there is none (yet)."""
+
+    async def list_calculations(
+        self, *, limit: int, offset: int, descending: bool, status: Status | None
+    ) -> tuple[list[Summary], int]:
+        """One page in launch order, and how many runs there are in all."""
+
+    async def count_by_status(self) -> dict[Status, int]:
+        """How many runs are in each status, every status present."""
+
+    async def cancel(self, calc_id: int) -> Calculation | None:
+        """Cancel a queued or running run; None if there is no such run still going."""
+
+    async def mark_failed(
+        self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
+    ) -> bool:
+        """Record why this attempt failed; False if it is no longer the current one."""
+
+    async def requeue(self, calc: Calculation) -> bool:
+        """Put this attempt's run back in the queue, the attempt not counted."""
+
+    async def register_worker(self, host: str, pid: int, pid_started: int, now: float) -> int:
+        """Record a process that computes runs; its worker id."""
+
+    async def heartbeat(self, worker_id: int, now: float) -> bool:
+        """Record that the worker is alive; False if it was forgotten meanwhile."""
+
+    async def list_workers(self) -> list[Worker]: ...
+
+    async def forget_worker(self, worker_id: int) -> None: ...
+
+    async def rescue_orphans(
+        self, gone: list[int], max_attempts: int
+    ) -> tuple[list[int], list[int]]:
+        """Fail or queue again the runs of gone workers (and of none); the ids of each, and
+        the gone workers forgotten."""
+
+    async def add_trace(self, trace_id: str) -> bool:
+        """Record a trace the first time one of its hops arrives; False if it was known."""
+
+    async def insert_hop(self, **hop: Any) -> Hop | None:
+        """Record a hop as it arrives; None if this trace already has a hop with that number."""
+
+    async def finish_hop(self, **hop: Any) -> Hop | None:
+        """Record how a forwarded hop ended; None if it had ended already."""
+
+    async def list_hops(self, trace_id: str) -> list[Hop]: ...
+
+    async def trace_created_at(self, trace_id: str) -> datetime | None: ...
+
+    async def list_traces(self, *, limit: int, offset: int) -> list[Trace]:
+        """Traces newest first."""
+
+    async def count_traces(self) -> int: ...
+
+
+class ResultStore(Protocol):
+    """What a kernel process stores a computed run with, so that a large result never passes
+    through the server process."""
+
+    def store(self, calc_id: int, attempt: int, output: kernel.Output, duration: float) -> bool:
+        """Store the result of this attempt; False if the attempt is no longer the current
+        one (cancelled, timed out, rescued), and nothing was written."""
+
+
+def open_result_store(database_url: str) -> ResultStore:
+    """A kernel process's own connection to the database the server uses."""
+    from service.config import sqlite_path
+    from service.db import sqlite
+
+    return sqlite.ResultStore(sqlite_path(database_url))
+
+
+async def db_context(app: web.Application) -> AsyncIterator[None]:
+    # Imported here: a backend's driver is loaded only where that backend is used.
+    from service.db import sqlite
+
+    async with sqlite.open_database(app[CONFIG]) as database:
+        app[DB] = database
+        yield
