@@ -95,7 +95,7 @@ async def handle_hop(request: web.Request, service: Peer) -> web.Response:
         payload = PAYLOAD.load(received)
     except ValidationError as exc:
         await refuse_invalid(pipeline, service, received, received_json, exc)
-    refuse_past_limit(request, payload["hop"] + 1)
+    refuse_past_limit(pipeline, payload["hop"] + 1)
     url = pipeline.partner_url(service.partner, lambda: own_origin(request))
     hop = await pipeline.receive(service, received_json, payload, url)
     if hop is None:
@@ -146,10 +146,10 @@ async def refuse_invalid(
     raise InvalidPayload("the payload is invalid", reasons)
 
 
-def refuse_past_limit(request: web.Request, number: int) -> None:
+def refuse_past_limit(pipeline: Pipeline, number: int) -> None:
     """A hop past PINGPONG_MAX_HOPS is no partner's: the hop at the limit ends the pipeline.
     It is refused before anything is stored, so that nobody can grow a trace without end."""
-    limit = request.app[PINGPONG].max_hops
+    limit = pipeline.max_hops
     if number > limit:
         reason = f"Hop {number} is past the hop limit of {limit}; no partner sends it."
         raise InvalidPayload("the payload is invalid", {"hop": [reason]})
