@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields, replace
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from aiohttp import web
 from service import logs, memory
 from service.app import create_app
 from service.config import Config, field_type
+from service.db import DatabaseUnavailable
 
 HELP = {
     "database_url": "sqlite:///relative/path or sqlite:////absolute/path",
@@ -57,7 +59,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
+    """Serve until stopped. What stops the start (a bad setting, a database that cannot be
+    opened, a port in use) is said in one line on stderr, with a non-zero exit."""
+    try:
+        config = parse_args(argv)
+    except ValueError as exc:
+        sys.exit(f"python -m service: {exc}")
     memory.configure()
     logs.configure(config.log_level, config.log_format)
     # Our middleware logs each request once, with its request id; aiohttp's own log would
@@ -66,16 +73,19 @@ def main(argv: list[str] | None = None) -> None:
     # that do not finish a request head, so it bounds the time a head may take, too. After
     # an answer to a request whose body was not all read (a 408), aiohttp reads on for the
     # lingering time before it closes: that is bounded by the same setting.
-    web.run_app(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=5,
-        keepalive_timeout=config.client_timeout,
-        lingering_time=config.client_timeout,
-    )
+    try:
+        web.run_app(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=5,
+            keepalive_timeout=config.client_timeout,
+            lingering_time=config.client_timeout,
+        )
+    except (DatabaseUnavailable, OSError, ValueError) as exc:
+        sys.exit(f"python -m service: cannot start: {exc}")
 
 
 if __name__ == "__main__":

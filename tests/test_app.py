@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,45 @@ def test_bad_setting_stops_the_start_with_a_clear_message() -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "DATABASE_URL must look like sqlite:///" in result.stderr
+
+
+def test_a_start_that_cannot_happen_is_one_clear_line(tmp_path: Path) -> None:
+    """A bad setting, a database that cannot be opened and a port in use each stop the start
+    with one line on stderr and a non-zero exit: no traceback."""
+    not_a_database = tmp_path / "garbage.db"
+    not_a_database.write_bytes(b"this is no SQLite file" * 100)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cases = [
+            ({"WORKERS": "0"}, "python -m service: WORKERS must be at least 1, got 0"),
+            (
+                {"DATABASE_URL": f"sqlite:///{tmp_path}/a-file.db/inside.db", "PORT": "0"},
+                "python -m service: cannot start: the database sqlite:///",
+            ),
+            (
+                {"DATABASE_URL": f"sqlite:///{not_a_database}", "PORT": "0"},
+                "cannot be opened: file is not a database",
+            ),
+            (
+                {
+                    "DATABASE_URL": f"sqlite:///{tmp_path}/ok.db",
+                    "PORT": str(taken.getsockname()[1]),
+                },
+                "address already in use",
+            ),
+        ]
+        (tmp_path / "a-file.db").write_text("a file, not a folder")
+        for env, said in cases:
+            result = subprocess.run(
+                [sys.executable, "-m", "service"],
+                cwd=ROOT, capture_output=True, text=True, timeout=60,
+                env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+            )  # fmt: skip
+            assert result.returncode != 0, env
+            assert "Traceback" not in result.stderr, result.stderr
+            last = result.stderr.strip().splitlines()[-1]
+            assert said in last, (env, result.stderr)
 
 
 def test_settings_come_from_the_environment() -> None:

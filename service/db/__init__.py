@@ -146,6 +146,10 @@ def open_result_store(database_url: str) -> ResultStore:
     return sqlite.ResultStore(sqlite_path(database_url))
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened or reached: the service cannot start."""
+
+
 async def db_context(app: web.Application) -> AsyncIterator[None]:
     # Imported here: a backend's driver is loaded only where that backend is used.
     from service.db import sqlite

@@ -3,6 +3,7 @@ over the statements of `sqlite_runs` and `sqlite_traces`, and the kernel process
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -13,7 +14,7 @@ import aiosqlite
 
 import kernel
 from service.config import Config
-from service.db import Form, sqlite_traces
+from service.db import DatabaseUnavailable, Form, sqlite_traces
 from service.db.sqlite_runs import (
     Queue,
     Reader,
@@ -40,17 +41,26 @@ async def open_database(config: Config) -> AsyncIterator[SqliteDatabase]:
     """The writer, the runs' `Queue` and `Reader`, and a reader connection for the ping-pong
     traces, each with a thread of its own: no kind of work queues behind another."""
     reader, queue = Reader(config.db_path), Queue(config.db_path)
-    async with (
-        connect(config.db_path, config.schema_path) as writer,
-        connect_reader(config.db_path) as traces,
-    ):
-        await reader.open()
-        await queue.open()
-        try:
-            yield SqliteDatabase(writer, traces, reader, queue)
-        finally:
-            await queue.close()
-            await reader.close()
+    opened = False
+    try:
+        async with (
+            connect(config.db_path, config.schema_path) as writer,
+            connect_reader(config.db_path) as traces,
+        ):
+            await reader.open()
+            await queue.open()
+            opened = True
+            try:
+                yield SqliteDatabase(writer, traces, reader, queue)
+            finally:
+                await queue.close()
+                await reader.close()
+    except (OSError, sqlite3.Error) as exc:
+        if opened:
+            raise
+        raise DatabaseUnavailable(
+            f"the database {config.database_url} cannot be opened: {exc}"
+        ) from None
 
 
 class SqliteDatabase:
