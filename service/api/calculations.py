@@ -252,8 +252,8 @@ async def send_parts(
     headers: dict[str, str],
     charset: str | None = None,
 ) -> web.StreamResponse:
-    """A body made of parts: stored results come in pieces under `CHUNK` (`sqlite_runs.PIECE`). A
-    large one goes out a part at a time, each written when the socket has room, with the
+    """A body made of parts: the database hands stored results over in pieces under `CHUNK`.
+    A large one goes out a part at a time, each written when the socket has room, with the
     loop's other work served between two parts; no copy of the whole body is ever made."""
     size = sum(len(part) for part in parts)
     if size <= CHUNK:
