@@ -16,13 +16,15 @@ run: $(STAMP)
 	$(PY) -m service
 
 # The page's browser tests drive Debian's Chromium, never a browser build of their own;
-# the benchmark's own test drives wrk. Both are Debian packages, installed when missing.
+# the benchmark's own test drives wrk and a throwaway PostgreSQL server (bench/postgres.py).
+# All are Debian packages, installed when missing.
 test: $(STAMP) tools
 	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90
 
 tools:
-	command -v chromium >/dev/null && command -v wrk >/dev/null || \
-	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium wrk)
+	command -v chromium >/dev/null && command -v wrk >/dev/null \
+	  && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium wrk postgresql)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

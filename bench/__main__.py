@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, resources, scale, scenarios
+from bench import drivers, report, resources, scale, scenarios
 from bench.harness import TINY, Context, Settings, say
 from bench.procs import ROOT
 from bench.report import ERROR, FAIL, Row
@@ -30,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
     "responsive": scale.responsive,
     "memory": resources.memory,
     "start": resources.start,
+    "drivers": drivers.drivers,
 }
 
 

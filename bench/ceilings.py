@@ -5,7 +5,10 @@
 - `bare`: an aiohttp app with one route, `GET /health` (the start-up ceiling);
 - `intake`: `POST /api/v1/calculations`: parse the JSON body, one INSERT (autocommit), 201 + id;
 - `result`: `GET /api/v1/calculations/{id}`: the stored `result` text, sent as it is;
-- `list`: `GET /api/v1/calculations?page&per_page&order&status`: one indexed OFFSET query.
+- `list`: `GET /api/v1/calculations?page&per_page&order&status`: one indexed OFFSET query;
+- `pg-asyncpg`, `pg-psycopg` (`--url` of a PostgreSQL server): `POST /api/v1/calculations`:
+  parse the JSON body, one `INSERT ... RETURNING id` through a pool of `PG_POOL` connections
+  of that driver, 201 + id. The two drivers, side by side (`bench/drivers.py`).
 
 `kernel_calls` is the queue's ceiling: kernel runs back to back through one warm process pool.
 Heavy imports wait until a kind needs them, so that `bare` starts like a bare aiohttp app.
@@ -154,6 +157,99 @@ def list_app(db: Path | None) -> web.Application:
     return app
 
 
+PG_TABLE = """
+CREATE TABLE IF NOT EXISTS calculations (
+    id bigserial PRIMARY KEY, name text NOT NULL, status text NOT NULL DEFAULT 'queued',
+    date_start date NOT NULL, date_fin date NOT NULL, lag integer NOT NULL,
+    seed bigint NOT NULL, attempts integer NOT NULL DEFAULT 0, created_at timestamptz NOT NULL
+)
+"""
+PG_INSERT = """
+INSERT INTO calculations (name, date_start, date_fin, lag, seed, created_at)
+VALUES ({}, {}, {}, {}, {}, {}) RETURNING id
+"""
+PG_POOL = 10
+
+
+def pg_params(body: dict[str, Any]) -> tuple[Any, ...]:
+    import secrets
+    from datetime import UTC, datetime
+
+    return (
+        f"{body['date_start']}..{body['date_fin']} every {body['lag']}d",
+        date.fromisoformat(body["date_start"]),
+        date.fromisoformat(body["date_fin"]),
+        body["lag"],
+        secrets.randbelow(2**53),
+        datetime.now(UTC),
+    )
+
+
+def pg_app(
+    insert: Callable[[web.Application, tuple[Any, ...]], Any], context: Any
+) -> web.Application:
+    async def create(request: web.Request) -> web.Response:
+        calc_id = await insert(request.app, pg_params(await request.json()))
+        return web.json_response({"id": calc_id, "status": "queued"}, status=201)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.cleanup_ctx.append(context)
+    app.router.add_post("/api/v1/calculations", create)
+    app.router.add_get("/health", health)
+    return app
+
+
+POOL: web.AppKey[Any] = web.AppKey("pool")
+
+
+def asyncpg_app(url: str) -> web.Application:
+    sql = PG_INSERT.format(*(f"${n}" for n in range(1, 7)))
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        import asyncpg
+
+        async with asyncpg.create_pool(url, min_size=PG_POOL, max_size=PG_POOL) as pool:
+            await pool.execute(PG_TABLE)
+            app[POOL] = pool
+            yield
+
+    async def insert(app: web.Application, params: tuple[Any, ...]) -> Any:
+        return await app[POOL].fetchval(sql, *params)
+
+    return pg_app(insert, context)
+
+
+def psycopg_app(url: str) -> web.Application:
+    sql = PG_INSERT.format(*["%s"] * 6)
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        from psycopg_pool import AsyncConnectionPool
+
+        pool = AsyncConnectionPool(
+            url, min_size=PG_POOL, max_size=PG_POOL, kwargs={"autocommit": True}, open=False
+        )
+        async with pool:
+            async with pool.connection() as conn:
+                await conn.execute(PG_TABLE)
+            app[POOL] = pool
+            yield
+
+    async def insert(app: web.Application, params: tuple[Any, ...]) -> Any:
+        async with app[POOL].connection() as conn:
+            row = await (await conn.execute(sql, params)).fetchone()
+            return row[0]
+
+    return pg_app(insert, context)
+
+
+PG_APPS: dict[str, Callable[[str], web.Application]] = {
+    "pg-asyncpg": asyncpg_app,
+    "pg-psycopg": psycopg_app,
+}
+
 APPS: dict[str, Callable[[Path | None], web.Application]] = {
     "bare": bare_app,
     "intake": intake_app,
@@ -185,11 +281,12 @@ def kernel_calls(count: int, warm: int = 5) -> tuple[float, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ceilings")
-    parser.add_argument("kind", choices=sorted(APPS))
+    parser.add_argument("kind", choices=sorted(APPS | PG_APPS))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", type=Path)
+    parser.add_argument("--url", help="a PostgreSQL server, for the pg-* kinds")
     args = parser.parse_args()
-    app = APPS[args.kind](args.db)
+    app = PG_APPS[args.kind](args.url) if args.kind in PG_APPS else APPS[args.kind](args.db)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from bench.report import ERROR, HEADER, parse_table
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ["intake", "queue", "latency", "large", "list", "responsive", "memory", "start"]
+SCENARIOS = [
+    "intake", "queue", "latency", "large", "list", "responsive", "memory", "start", "drivers",
+]  # fmt: skip
 
 
 def test_tiny_benchmark_measures_every_scenario(tmp_path: Path) -> None:
