@@ -14,6 +14,7 @@ from service.config import Config, field_type
 from service.db import DatabaseUnavailable
 
 HELP = {
+    "role": "all (API and kernels), api (API and page only) or worker (kernels, /health, /metrics)",
     "database_url": "sqlite:///relative/path or sqlite:////absolute/path",
     "schema_path": "the schema file applied at start-up",
     "host": "address to listen on",

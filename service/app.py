@@ -36,9 +36,13 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.extend([add_request_id, add_security_headers, watch_answer])
     app.cleanup_ctx.append(clients_context)
     # Torn down in reverse: the consumer stops, then the pool, then the database closes.
-    app.cleanup_ctx.extend([db_context, pool_context, leases_context, consumer_context])
-    app.cleanup_ctx.append(pingpong_context)  # stops its forwards before the database closes
-    setup_routes(app)
-    setup_pingpong_routes(app)
-    setup_docs(app)
+    if config.computes:
+        app.cleanup_ctx.extend([db_context, pool_context, leases_context, consumer_context])
+    else:  # it still looks for gone workers: any live process rescues their runs
+        app.cleanup_ctx.extend([db_context, leases_context])
+    setup_routes(app, config.serves_api)
+    if config.serves_api:
+        app.cleanup_ctx.append(pingpong_context)  # stops its forwards before the database closes
+        setup_pingpong_routes(app)
+        setup_docs(app)
     return app

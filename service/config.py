@@ -34,8 +34,14 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix(SQLITE_PREFIX))
 
 
+ROLES = ("all", "api", "worker")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
+    # all: the API and the kernels; api: the API and the page, computing nothing; worker:
+    # claims and computes, and serves only /health and /metrics.
+    role: str = "all"
     database_url: str = DEFAULT_DATABASE_URL
     schema_path: Path = DEFAULT_SCHEMA_PATH
     host: str = "127.0.0.1"
@@ -65,6 +71,8 @@ class Config:
 
     def __post_init__(self) -> None:
         sqlite_path(self.database_url)
+        if self.role not in ROLES:
+            raise ValueError(f"ROLE must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.workers < 1:
             raise ValueError(f"WORKERS must be at least 1, got {self.workers}")
         if self.kernel_delay < 0:
@@ -95,6 +103,14 @@ class Config:
             raise ValueError(
                 f"PINGPONG_MAX_IN_FLIGHT must be at least 1, got {self.pingpong_max_in_flight}"
             )
+
+    @property
+    def computes(self) -> bool:
+        return self.role in ("all", "worker")
+
+    @property
+    def serves_api(self) -> bool:
+        return self.role in ("all", "api")
 
     @property
     def db_path(self) -> Path:

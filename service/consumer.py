@@ -50,6 +50,7 @@ class Consumer:
         self._stop_reasons: dict[int, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchers: dict[int, set[asyncio.Event]] = {}
+        self._swept = 0.0  # when runs cancelled elsewhere were last looked for
 
     def notify(self) -> None:
         self._wakeup.set()
@@ -67,6 +68,17 @@ class Consumer:
                 task.add_done_callback(self._tasks.discard)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+            await self._stop_cancelled_elsewhere()
+
+    async def _stop_cancelled_elsewhere(self) -> None:
+        """A cancel sent to another process (one that serves the API) reaches the run's row,
+        not this process: its kernel is stopped here at the next look, one every
+        POLL_INTERVAL at the most (a wake-up per create must not cost a read each)."""
+        now = asyncio.get_running_loop().time()
+        if self._computing and now - self._swept >= self._poll_interval:
+            self._swept = now
+            for calc_id in await self._db.cancelled_among(list(self._computing)):
+                self._kill(calc_id, CANCEL)
 
     async def run_once(self) -> bool:
         """Claim the oldest queued run and compute it here; False when the queue is empty."""

@@ -61,11 +61,19 @@ def is_gone(worker: Worker, host: str, now: float, lease: float) -> bool:
 
 
 class Leases:
-    """This process's worker record and heartbeat, and the looks for gone workers."""
+    """This process's worker record and heartbeat, and the looks for gone workers. A process
+    that computes nothing (role api) keeps no record, and only looks."""
 
     def __init__(
-        self, database: db.Database, metrics: Metrics, *, lease: float, max_attempts: int
+        self,
+        database: db.Database,
+        metrics: Metrics,
+        *,
+        lease: float,
+        max_attempts: int,
+        computes: bool = True,
     ) -> None:
+        self._computes = computes
         self._db = database
         self._metrics = metrics
         self._lease = lease
@@ -76,7 +84,8 @@ class Leases:
     async def start(self) -> None:
         """Rescue what dead processes left, then record this one."""
         await self.rescue()
-        await self._register()
+        if self._computes:
+            await self._register()
 
     async def _register(self) -> None:
         pid = os.getpid()
@@ -115,7 +124,7 @@ class Leases:
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
-                if not await self._db.heartbeat(self.worker_id, time.time()):
+                if self._computes and not await self._db.heartbeat(self.worker_id, time.time()):
                     # Found gone while it was silent: its runs were queued again, and its late
                     # writes are refused. It goes on as a new worker.
                     log.warning("worker %d was taken for gone; registering anew", self.worker_id)
@@ -125,12 +134,19 @@ class Leases:
                 log.exception("worker %d: heartbeat or rescue failed", self.worker_id)
 
     async def close(self) -> None:
-        await self._db.forget_worker(self.worker_id)
+        if self._computes:
+            await self._db.forget_worker(self.worker_id)
 
 
 async def leases_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    leases = Leases(app[DB], app[METRICS], lease=config.lease, max_attempts=config.max_attempts)
+    leases = Leases(
+        app[DB],
+        app[METRICS],
+        lease=config.lease,
+        max_attempts=config.max_attempts,
+        computes=config.computes,
+    )
     await leases.start()
     app[LEASES] = leases
     task = asyncio.create_task(leases.run(), name="leases")

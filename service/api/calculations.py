@@ -42,7 +42,8 @@ from service.schemas import (
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bodies larger than this are streamed, a part at a time
-CLIENT_CHECK = 0.5  # seconds between looks at a waiting request's connection
+CLIENT_CHECK = 0.5  # seconds between looks at a waiting request's connection and run
+ELSEWHERE_CHECK = 0.1  # the same, where the run is computed by another process
 
 # A seed only needs to differ between runs, not to be secret: drawing it from the system's
 # random source would cost a system call per request.
@@ -92,7 +93,9 @@ async def create_calculation(request: web.Request) -> web.Response:
         return await replay_or_refuse(request, key, request_hash)
     log.info("calculation %d queued", calc_id, extra={"calc_id": calc_id})
     request.app[METRICS].runs_created.inc()
-    request.app[CONSUMER].notify()
+    consumer = request.app.get(CONSUMER)
+    if consumer is not None:  # a process of role api has none: workers find it by polling
+        consumer.notify()
     return created_response(request, calc_id, Status.QUEUED, 201)
 
 
@@ -175,29 +178,36 @@ async def get_calculation(request: web.Request) -> web.StreamResponse:
 async def get_when_ended(
     request: web.Request, calc_id: int, form: Form, wait: float
 ) -> Calculation | None:
-    """The run once it has ended, or as it is after `wait` seconds. The consumer wakes the
-    waiters of a run when it ends; a waiter whose client has left stops within a second."""
+    """The run once it has ended, or as it is after `wait` seconds. This process's consumer
+    wakes the waiters of a run it ends; a run another process ends (a worker, when this one
+    serves the API only) is seen by looking at its row, every ELSEWHERE_CHECK seconds. A
+    waiter whose client has left stops within a second."""
     app = request.app
-    with app[CONSUMER].watch(calc_id) as ended:
+    consumer = app.get(CONSUMER)
+    watch = consumer.watch(calc_id) if consumer else contextlib.nullcontext(asyncio.Event())
+    check = CLIENT_CHECK if consumer else ELSEWHERE_CHECK
+    with watch as ended:
         calc = await app[DB].get(calc_id, form)
         if calc is None or calc.status in TERMINAL:
             return calc
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
-                await wait_while_connected(request, ended)
+                while not ended.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(check):
+                            await ended.wait()
+                    if not ended.is_set() and await ended_elsewhere(request, calc_id):
+                        break
     return await app[DB].get(calc_id, form)
 
 
-async def wait_while_connected(request: web.Request, event: asyncio.Event) -> None:
-    """Until the event is set; ConnectionResetError once the client has gone. aiohttp does
-    not cancel a handler whose client leaves, so the connection is looked at every
-    CLIENT_CHECK seconds."""
-    while not event.is_set():
-        if client_gone(request):
-            raise ConnectionResetError("the client left while waiting")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLIENT_CHECK):
-                await event.wait()
+async def ended_elsewhere(request: web.Request, calc_id: int) -> bool:
+    """Whether the run has ended; ConnectionResetError once the client has gone. aiohttp does
+    not cancel a handler whose client leaves, so a waiter looks at its connection too."""
+    if client_gone(request):
+        raise ConnectionResetError("the client left while waiting")
+    calc = await request.app[DB].get_calculation(calc_id)
+    return calc is None or calc.status in TERMINAL
 
 
 @docs(
@@ -209,15 +219,16 @@ async def wait_while_connected(request: web.Request, event: asyncio.Event) -> No
 @response_schema(CalculationOut, 200, description="Cancelled.")
 async def cancel_calculation(request: web.Request) -> web.StreamResponse:
     calc_id = int(request.match_info["calc_id"])
-    database, consumer = request.app[DB], request.app[CONSUMER]
+    database, consumer = request.app[DB], request.app.get(CONSUMER)
     calc = await database.cancel(calc_id)
     if calc is None:
         existing = await database.get_calculation(calc_id)
         if existing is None:
             raise CalculationNotFound(f"calculation {calc_id} does not exist")
         raise Conflict(f"calculation {calc_id} is already {existing.status}")
-    consumer.stop(calc_id)
-    consumer.finished(calc_id)
+    if consumer is not None:  # a kernel of another process is stopped by that process
+        consumer.stop(calc_id)
+        consumer.finished(calc_id)
     request.app[METRICS].finished(Status.CANCELLED)
     log.info("calculation %d cancelled", calc_id, extra={"calc_id": calc_id})
     return await send_calculation(request, calc, ())

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.keys import CONSUMER_TASK, DB, METRICS
+from service.keys import CONFIG, CONSUMER_TASK, DB, METRICS
 from service.models import Status
 from service.schemas import ErrorOut, Health
 
@@ -31,7 +31,9 @@ async def health(request: web.Request) -> web.Response:
         log.exception("health check: the database does not answer")
         body.update(status="unavailable", database=f"error: {type(exc).__name__}")
     task = request.app.get(CONSUMER_TASK)
-    if task is None or task.done():
+    if not request.app[CONFIG].computes:
+        body.update(consumer="none: this process serves the API only")
+    elif task is None or task.done():
         body.update(status="unavailable", consumer="stopped")
     return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 

@@ -86,6 +86,9 @@ class Database(Protocol):
     async def cancel(self, calc_id: int) -> Calculation | None:
         """Cancel a queued or running run; None if there is no such run still going."""
 
+    async def cancelled_among(self, calc_ids: list[int]) -> list[int]:
+        """Which of these runs are cancelled."""
+
     async def mark_failed(
         self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
     ) -> bool:

@@ -108,6 +108,9 @@ class SqliteDatabase:
     async def cancel(self, calc_id: int) -> Calculation | None:
         return await cancel(self.writer, calc_id)
 
+    async def cancelled_among(self, calc_ids: list[int]) -> list[int]:
+        return self._reader.cancelled_among(calc_ids)
+
     async def mark_failed(
         self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
     ) -> bool:

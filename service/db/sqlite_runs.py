@@ -162,6 +162,11 @@ COUNT_CALCULATIONS = {filtered: f"SELECT {total}" for filtered, total in TOTAL.i
 
 COUNT_BY_STATUS = "SELECT status, n FROM calculation_counts"
 
+CANCELLED_AMONG = """
+SELECT id FROM calculations
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'cancelled'
+"""
+
 
 async def fetch_one(
     conn: aiosqlite.Connection, sql: str, params: dict[str, Any]
@@ -459,6 +464,10 @@ class Reader:
             args = (self._there, limit, offset, descending ^ flipped, status)
             rows, _ = await in_thread(self._thread, read_page, *args)
         return (rows[::-1] if flipped else rows), total
+
+    def cancelled_among(self, calc_ids: list[int]) -> list[int]:
+        rows = self._conn_here.execute(CANCELLED_AMONG, {"ids": json.dumps(calc_ids)})
+        return [row[0] for row in rows]
 
     def count_by_status(self) -> dict[Status, int]:
         """How many runs are in each status, every status present."""
