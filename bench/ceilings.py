@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,9 +79,6 @@ def db_context(path: Path, *, schema: bool = False, readonly: bool = False) -> A
 
 
 def intake_app(db: Path | None) -> web.Application:
-    import secrets
-    from datetime import UTC, datetime
-
     async def create(request: web.Request) -> web.Response:
         body = await request.json()
         params = (
@@ -172,9 +170,6 @@ PG_POOL = 10
 
 
 def pg_params(body: dict[str, Any]) -> tuple[Any, ...]:
-    import secrets
-    from datetime import UTC, datetime
-
     return (
         f"{body['date_start']}..{body['date_fin']} every {body['lag']}d",
         date.fromisoformat(body["date_start"]),

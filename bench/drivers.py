@@ -4,31 +4,22 @@ server, under the same wrk load as intake. The figure is psycopg's rate against 
 
 from __future__ import annotations
 
-from bench.harness import CREATE, Context, say
-from bench.loadgen import WrkResult, checked, run_wrk
+from bench.harness import Context, say
+from bench.loadgen import WrkResult, checked
 from bench.postgres import throwaway_server
 from bench.report import Row, check_row, ratio_row
-from bench.scenarios import INTAKE_BODY
+from bench.scenarios import intake_load
 
 DRIVERS = ("pg-asyncpg", "pg-psycopg")
 
 
 async def drivers(ctx: Context) -> list[Row]:
-    s = ctx.settings
     loads: dict[str, WrkResult] = {}
     async with throwaway_server() as url:
         for kind in DRIVERS:
             server = await ctx.ceiling(kind, "--url", url)
             try:
-                loads[kind] = await run_wrk(
-                    server.url(CREATE),
-                    connections=s.intake_connections,
-                    seconds=s.intake_seconds,
-                    method="POST",
-                    body=INTAKE_BODY,
-                    statuses=True,
-                    tail=s.tail_seconds,
-                )
+                loads[kind] = await intake_load(ctx, server)
             finally:
                 ctx.stop(server)
     asyncpg, psycopg = loads["pg-asyncpg"], loads["pg-psycopg"]

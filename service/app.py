@@ -24,8 +24,12 @@ MAX_BODY = 64 * 1024
 
 
 def create_app(config: Config) -> web.Application:
-    middlewares = [request_log_middleware, metrics_middleware, error_middleware]
-    middlewares.append(cross_site_middleware)
+    middlewares = [
+        request_log_middleware,
+        metrics_middleware,
+        error_middleware,
+        cross_site_middleware,
+    ]
     if config.api_token:  # every request pays for a middleware, even one with nothing to do
         middlewares.append(auth_middleware)
     middlewares.append(validation_middleware)

@@ -4,6 +4,7 @@ and serves only /health and /metrics, both on one SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,17 @@ from service.config import Config
 from tests.conftest import SMALL_RUN, children, running, wait_until_up
 
 
-async def wait_up(base: str, timeout: float = 30.0) -> None:
-    """Until /health answers, whatever the status (a worker serves no API to poll)."""
-    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
-        while True:
-            try:
-                async with session.get(f"{base}/health"):
-                    return
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
+async def start_worker_and_api(
+    start_server: Any, kernel_delay: str
+) -> tuple[subprocess.Popen[bytes], str, subprocess.Popen[bytes], str]:
+    """A worker (polling the queue every 0.2 s) and an api process on one file, both up."""
+    worker, worker_url = start_server(
+        {"ROLE": "worker", "KERNEL_DELAY": kernel_delay, "POLL_INTERVAL": "0.2"}, "worker.log"
+    )
+    api, api_url = start_server({"ROLE": "api"}, "api.log")
+    # Any answer will do, the worker's 404 for the API included.
+    await asyncio.gather(wait_until_up(worker_url), wait_until_up(api_url))
+    return worker, worker_url, api, api_url
 
 
 async def status_of(session: aiohttp.ClientSession, calc_id: int) -> str:
@@ -35,11 +38,7 @@ async def status_of(session: aiohttp.ClientSession, calc_id: int) -> str:
 async def test_an_api_process_and_a_worker_share_the_queue(
     start_server: Any, tmp_path: Path
 ) -> None:
-    _, worker_url = start_server(
-        {"ROLE": "worker", "KERNEL_DELAY": "1", "POLL_INTERVAL": "0.2"}, "worker.log"
-    )
-    api, api_url = start_server({"ROLE": "api"}, "api.log")
-    await asyncio.gather(wait_up(worker_url), wait_until_up(api_url))
+    _, worker_url, api, api_url = await start_worker_and_api(start_server, "1")
 
     async with aiohttp.ClientSession(worker_url) as session:
         for path in ("/api/v1/calculations", "/", "/api/docs", "/pingpong/traces"):
@@ -73,11 +72,7 @@ async def test_an_api_process_and_a_worker_share_the_queue(
 async def test_a_cancel_sent_to_the_api_stops_the_workers_kernel(
     start_server: Any, tmp_path: Path
 ) -> None:
-    worker, worker_url = start_server(
-        {"ROLE": "worker", "KERNEL_DELAY": "60", "POLL_INTERVAL": "0.2"}, "worker.log"
-    )
-    _, api_url = start_server({"ROLE": "api"}, "api.log")
-    await asyncio.gather(wait_up(worker_url), wait_until_up(api_url))
+    worker, _, _, api_url = await start_worker_and_api(start_server, "60")
     async with aiohttp.ClientSession(api_url) as session:
         async with session.post("/api/v1/calculations", json=SMALL_RUN) as resp:
             calc_id = (await resp.json())["id"]

@@ -24,7 +24,6 @@ from service.db.sqlite_runs import (
     connect_worker,
     forget_worker,
     get_by_idempotency_key,
-    get_calculation,
     heartbeat,
     list_workers,
     mark_failed,
@@ -87,7 +86,8 @@ class SqliteDatabase:
         return await self._reader.get(calc_id, form)
 
     async def get_calculation(self, calc_id: int) -> Calculation | None:
-        return await get_calculation(self.writer, calc_id)
+        # On the loop, like every small read: a ?wait served elsewhere looks every 0.1 s.
+        return self._reader.row(calc_id)
 
     async def get_by_idempotency_key(self, key: str) -> tuple[Calculation, str] | None:
         return await get_by_idempotency_key(self.writer, key)

@@ -465,6 +465,11 @@ class Reader:
             rows, _ = await in_thread(self._thread, read_page, *args)
         return (rows[::-1] if flipped else rows), total
 
+    def row(self, calc_id: int) -> Calculation | None:
+        """The run's row alone, never its result: one indexed read on the loop."""
+        row = self._conn_here.execute(GET_CALCULATION, {"id": calc_id}).fetchone()
+        return None if row is None else Calculation.from_row(row)
+
     def cancelled_among(self, calc_ids: list[int]) -> list[int]:
         rows = self._conn_here.execute(CANCELLED_AMONG, {"ids": json.dumps(calc_ids)})
         return [row[0] for row in rows]
