@@ -15,9 +15,9 @@ DRIVERS = ("pg-asyncpg", "pg-psycopg")
 
 async def drivers(ctx: Context) -> list[Row]:
     loads: dict[str, WrkResult] = {}
-    async with throwaway_server() as url:
+    with throwaway_server() as database:
         for kind in DRIVERS:
-            server = await ctx.ceiling(kind, "--url", url)
+            server = await ctx.ceiling(kind, "--url", database.url)
             try:
                 loads[kind] = await intake_load(ctx, server)
             finally:

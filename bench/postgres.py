@@ -8,12 +8,12 @@ the current user, which is root in CI.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
+import subprocess
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.procs import free_port
@@ -41,34 +41,52 @@ def server_folder() -> Path:
     return folder
 
 
-async def run_as_server_user(*argv: str) -> None:
+def run_as_server_user(*argv: str) -> None:
     prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    proc = await asyncio.create_subprocess_exec(
-        *prefix, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    output, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{Path(argv[0]).name} failed: {output.decode(errors='replace')}")
+    done = subprocess.run([*prefix, *argv], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(argv[0]).name} failed: {done.stdout}{done.stderr}")
 
 
-@asynccontextmanager
-async def throwaway_server() -> AsyncIterator[str]:
-    """A running server's URL, for its `postgres` superuser, trusted on loopback."""
-    binaries, folder = bin_dir(), server_folder()
-    data, port = folder / "data", free_port()
-    pg_ctl = str(binaries / "pg_ctl")
-    try:
-        await run_as_server_user(
-            str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+class Server:
+    """A throwaway cluster that can be stopped and started again (a restart under load)."""
+
+    def __init__(self, *settings: str) -> None:
+        self.folder = server_folder()
+        self.port = free_port()
+        self._pg_ctl = str(bin_dir() / "pg_ctl")
+        self._data = str(self.folder / "data")
+        options = [f"-p {self.port}", f"-k {self.folder}", "-c listen_addresses=127.0.0.1"]
+        self._options = " ".join([*options, *(f"-c {setting}" for setting in settings)])
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def create(self) -> None:
+        run_as_server_user(
+            str(bin_dir() / "initdb"), "-D", self._data, "-U", "postgres", "-A", "trust",
             "-E", "UTF8", "--no-sync",
         )  # fmt: skip
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
-        await run_as_server_user(
-            pg_ctl, "start", "-w", "-D", str(data), "-o", options, "-l", str(folder / "server.log")
+
+    def start(self) -> None:
+        log = str(self.folder / "server.log")
+        run_as_server_user(
+            self._pg_ctl, "start", "-w", "-D", self._data, "-o", self._options, "-l", log
         )
+
+    def stop(self, mode: str = "fast") -> None:
+        run_as_server_user(self._pg_ctl, "stop", "-w", "-m", mode, "-D", self._data)
+
+
+@contextmanager
+def throwaway_server(*settings: str) -> Iterator[Server]:
+    """A running server, its `postgres` superuser trusted on loopback; `settings` are
+    `name=value` server settings."""
+    server = Server(*settings)
+    try:
+        server.create()
+        server.start()
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield server
         finally:
-            await run_as_server_user(pg_ctl, "stop", "-m", "fast", "-D", str(data))
+            server.stop()
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(server.folder, ignore_errors=True)

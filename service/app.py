@@ -12,7 +12,8 @@ from service.consumer import consumer_context, pool_context, release_waiters
 from service.db import db_context
 from service.docs import setup_docs
 from service.errors import error_middleware
-from service.keys import CONFIG, METRICS
+from service.events import RunEvents
+from service.keys import CONFIG, EVENTS, METRICS
 from service.leases import leases_context
 from service.logs import add_request_id, request_log_middleware
 from service.metrics import Metrics, metrics_middleware
@@ -36,6 +37,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[METRICS] = Metrics()
+    app[EVENTS] = RunEvents()
     app.on_shutdown.append(release_waiters)
     app.on_response_prepare.extend([add_request_id, add_security_headers, watch_answer])
     app.cleanup_ctx.append(clients_context)

@@ -11,6 +11,7 @@ from typing import Any, cast, get_args, get_type_hints
 DEFAULT_DATABASE_URL = "sqlite:///var/calculations.db"
 
 SQLITE_PREFIX = "sqlite:///"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
 def default_schema_path() -> Path:
@@ -28,10 +29,20 @@ def sqlite_path(url: str) -> Path:
     """The file of a `sqlite:///relative` or `sqlite:////absolute` URL."""
     if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
         raise ValueError(
-            "DATABASE_URL must look like sqlite:///relative/path or sqlite:////absolute/path,"
-            f" got {url!r}"
+            "DATABASE_URL must look like sqlite:///relative/path, sqlite:////absolute/path"
+            f" or postgresql://user:password@host:port/database, got {url!r}"
         )
     return Path(url.removeprefix(SQLITE_PREFIX))
+
+
+def is_postgres(url: str) -> bool:
+    """Whether the URL names a PostgreSQL server (anything else must be a SQLite file)."""
+    return url.startswith(POSTGRES_PREFIXES)
+
+
+def check_database_url(url: str) -> None:
+    if not is_postgres(url):
+        sqlite_path(url)
 
 
 ROLES = ("all", "api", "worker")
@@ -70,7 +81,7 @@ class Config:
     pingpong_max_in_flight: int = 100  # forwards under way at once, beyond which hops get 429
 
     def __post_init__(self) -> None:
-        sqlite_path(self.database_url)
+        check_database_url(self.database_url)
         if self.role not in ROLES:
             raise ValueError(f"ROLE must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.workers < 1:

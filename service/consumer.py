@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NamedTuple
 
 from aiohttp import web
 
 from service import db
-from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, LEASES, METRICS, POOL
+from service.events import RunEvents
+from service.keys import CONFIG, CONSUMER, CONSUMER_TASK, DB, EVENTS, LEASES, METRICS, POOL
 from service.leases import Leases
 from service.metrics import Metrics
 from service.models import Calculation, Status
@@ -22,6 +24,7 @@ from service.worker import Stored, compute_and_store
 log = logging.getLogger(__name__)
 
 CANCEL, TIME_LIMIT, SHUTDOWN = "cancel", "time limit", "shutdown"
+RETRY_DELAY = 1.0  # seconds between attempts to record an outcome while the database is down
 
 
 class Consumer:
@@ -30,6 +33,7 @@ class Consumer:
     def __init__(
         self,
         database: db.Database,
+        events: RunEvents,
         leases: Leases,
         pool: KernelPool,
         metrics: Metrics,
@@ -39,6 +43,7 @@ class Consumer:
         poll_interval: float = 2.0,
     ) -> None:
         self._db = database
+        self._events = events
         self._leases = leases  # whose worker id each claim records
         self._metrics = metrics
         self._kernel_delay = kernel_delay
@@ -49,8 +54,10 @@ class Consumer:
         self._computing: dict[int, Slot] = {}
         self._stop_reasons: dict[int, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watchers: dict[int, set[asyncio.Event]] = {}
         self._swept = 0.0  # when runs cancelled elsewhere were last looked for
+        self._down = False  # whether the database was found down at the last look
+        events.on_queued.append(self.notify)
+        events.on_cancelled.append(self.stop)
 
     def notify(self) -> None:
         self._wakeup.set()
@@ -59,21 +66,39 @@ class Consumer:
         while True:
             # Cleared before draining, so a run submitted mid-drain still wakes the next wait.
             self._wakeup.clear()
-            while self._free:
-                calc = await self._db.claim(self._leases.worker_id)
-                if calc is None:
-                    break
-                task = asyncio.create_task(self._execute(self._free.pop(), calc))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            try:
+                await self._fill_free_slots()
+            except db.DatabaseDown as exc:
+                # Running kernels go on; their outcomes are recorded once it is back.
+                if not self._down:
+                    log.warning("the database is down (%s); claims wait for it", exc)
+                self._down = True
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+            # arrives as the wake-up does (a notice from the database at shutdown), and the
+            # shutdown then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
-            await self._stop_cancelled_elsewhere()
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wakeup.wait()
+
+    async def _fill_free_slots(self) -> None:
+        while self._free:
+            calc = await self._db.claim(self._leases.worker_id)
+            if self._down:
+                log.info("the database is back; claiming again")
+                self._down = False
+            if calc is None:
+                break
+            task = asyncio.create_task(self._execute(self._free.pop(), calc))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await self._stop_cancelled_elsewhere()
 
     async def _stop_cancelled_elsewhere(self) -> None:
-        """A cancel sent to another process (one that serves the API) reaches the run's row,
-        not this process: its kernel is stopped here at the next look, one every
-        POLL_INTERVAL at the most (a wake-up per create must not cost a read each)."""
+        """A cancel sent to another process reaches the run's row, and on PostgreSQL a notice
+        that stops the kernel at once (`RunEvents.cancelled`). Where no notice comes (SQLite,
+        or one lost while the database was away), the kernel is stopped here at the next
+        look, one every POLL_INTERVAL at the most (a wake-up per create must not cost a read
+        each)."""
         now = asyncio.get_running_loop().time()
         if self._computing and now - self._swept >= self._poll_interval:
             self._swept = now
@@ -91,31 +116,6 @@ class Consumer:
     def stop(self, calc_id: int) -> bool:
         """End the kernel process computing this run, if one is; True if one was."""
         return self._kill(calc_id, CANCEL)
-
-    def finished(self, calc_id: int) -> None:
-        """Wake whoever waits for this run to end."""
-        for event in self._watchers.pop(calc_id, ()):
-            event.set()
-
-    def wake_all(self) -> None:
-        """Release every waiting request, so that a shutdown does not wait for them."""
-        for calc_id in list(self._watchers):
-            self.finished(calc_id)
-
-    @contextlib.contextmanager
-    def watch(self, calc_id: int) -> Iterator[asyncio.Event]:
-        """An event set when the run ends. Enter it before reading the row, so that a run
-        ending in between still sets it."""
-        event = asyncio.Event()
-        self._watchers.setdefault(calc_id, set()).add(event)
-        try:
-            yield event
-        finally:
-            watchers = self._watchers.get(calc_id)
-            if watchers is not None:
-                watchers.discard(event)
-                if not watchers:
-                    del self._watchers[calc_id]
 
     async def drain(self, grace: float) -> None:
         """Let running kernels finish for up to `grace` seconds, then stop them; what was cut
@@ -153,7 +153,7 @@ class Consumer:
             else:
                 await asyncio.shield(self._record_failure(calc, outcome.output, outcome, reason))
         finally:
-            self.finished(calc.id)
+            self._events.ended(calc.id)
 
     async def _compute(self, slot: Slot, calc: Calculation) -> Outcome:
         timer = None
@@ -190,7 +190,7 @@ class Consumer:
         self, calc: Calculation, exc: Exception, outcome: Outcome, reason: str | None
     ) -> None:
         if reason == SHUTDOWN:
-            if await self._db.requeue(calc):
+            if await until_recorded(functools.partial(self._db.requeue, calc)):
                 log.info(
                     "calculation %d stopped by the shutdown, queued again", calc.id, extra=ids(calc)
                 )
@@ -207,9 +207,21 @@ class Consumer:
         else:
             log.error("calculation %d: the kernel raised", calc.id, exc_info=exc, extra=ids(calc))
             message = f"{type(exc).__name__}: {exc}"
-        if await self._db.mark_failed(calc, message, outcome.duration, outcome.ended_at):
+        fail = functools.partial(
+            self._db.mark_failed, calc, message, outcome.duration, outcome.ended_at
+        )
+        if await until_recorded(fail):
             log.info("calculation %d failed: %s", calc.id, message, extra=ids(calc))
             self._metrics.finished(Status.FAILED, outcome.duration)
+
+
+async def until_recorded(write: Callable[[], Awaitable[bool]]) -> bool:
+    """A fenced write, tried again while the database is down: an outcome is never lost."""
+    while True:
+        try:
+            return await write()
+        except db.DatabaseDown:
+            await asyncio.sleep(RETRY_DELAY)
 
 
 class Outcome(NamedTuple):
@@ -238,6 +250,7 @@ async def consumer_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     consumer = Consumer(
         app[DB],
+        app[EVENTS],
         app[LEASES],
         app[POOL],
         app[METRICS],
@@ -257,5 +270,4 @@ async def consumer_context(app: web.Application) -> AsyncIterator[None]:
 
 async def release_waiters(app: web.Application) -> None:
     """On shutdown: answer requests waiting for runs now, instead of after their wait."""
-    if CONSUMER in app:
-        app[CONSUMER].wake_all()
+    app[EVENTS].wake_all()

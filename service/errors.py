@@ -9,7 +9,8 @@ ApiError
 ├── CalculationNotFound 404
 ├── ResultNotReady      409  the run has no result (not done)
 ├── Conflict            409  the run has ended / the idempotency key was used otherwise
-└── QueueFull           429  MAX_QUEUED runs are waiting; Retry-After says when to retry
+├── QueueFull           429  MAX_QUEUED runs are waiting; Retry-After says when to retry
+└── Unavailable         503  the database is down or does not answer; Retry-After as well
 
 A client that leaves before its answer is no server error: its request is logged and counted
 with CLIENT_GONE (499, nginx's number for it), and nothing is written to it.
@@ -23,6 +24,8 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from service.db import DatabaseDown
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,13 @@ class QueueFull(ApiError):
     headers: ClassVar[Mapping[str, str]] = {"Retry-After": "5"}
 
 
+class Unavailable(ApiError):
+    status = 503
+    code = "database_unavailable"
+    # A restart of the database takes seconds: sooner would only add load while it starts.
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "2"}
+
+
 def error_body(code: str, message: str, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if fields:
@@ -109,7 +119,11 @@ def error_response(
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        try:
+            return await handler(request)
+        except DatabaseDown as exc:
+            log.warning("%s %s: the database is down: %s", request.method, request.path, exc)
+            raise Unavailable("the database is unavailable; retry later") from None
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.fields)
         response.headers.update(exc.headers)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from service.clients import StalledAnswers
     from service.consumer import Consumer
     from service.db import Database
+    from service.events import RunEvents
     from service.leases import Leases
     from service.metrics import Metrics
     from service.pingpong.pipeline import Pipeline
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 CONFIG = web.AppKey("config", Config)
 DB: web.AppKey[Database] = web.AppKey("db")  # every read and write, whichever the backend
+EVENTS: web.AppKey[RunEvents] = web.AppKey("events")  # runs queued, ended, cancelled
 POOL: web.AppKey[KernelPool] = web.AppKey("pool")
 CONSUMER: web.AppKey[Consumer] = web.AppKey("consumer")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -14,6 +14,11 @@ again (the interrupted attempt counts, and MAX_ATTEMPTS still caps it) when its 
 Every live process looks, at start-up and every LEASE / 3 seconds, so no process requeues
 the runs of another that is alive, as a blanket "requeue everything running at start-up"
 would.
+
+A process judges heartbeats only once it has itself reached the database for LEASE seconds
+in a row: after an outage every worker's heartbeat is old, and the first process back must
+not take the runs of workers that are alive and about to record theirs. Heartbeats are
+stamped and aged by the database's clock (on PostgreSQL), so machines' clocks need not agree.
 """
 
 from __future__ import annotations
@@ -54,10 +59,12 @@ def started_at(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[19])
 
 
-def is_gone(worker: Worker, host: str, now: float, lease: float) -> bool:
+def is_gone(worker: Worker, host: str, now: float, lease: float | None) -> bool:
+    """Gone: its pid on this host no longer runs it, or (with a lease to judge by) it has
+    not recorded a heartbeat for `lease` seconds."""
     if worker.host == host and started_at(worker.pid) != worker.pid_started:
         return True
-    return now - worker.heartbeat_at > lease
+    return lease is not None and now - worker.heartbeat_at > lease
 
 
 class Leases:
@@ -80,6 +87,7 @@ class Leases:
         self._max_attempts = max_attempts
         self._host = this_host()
         self.worker_id = 0  # set by `start`
+        self._reached_since = time.monotonic()  # since when every look reached the database
 
     async def start(self) -> None:
         """Rescue what dead processes left, then record this one."""
@@ -97,10 +105,12 @@ class Leases:
     async def rescue(self) -> None:
         now = time.time()
         workers = await self._db.list_workers()
+        judged = time.monotonic() - self._reached_since >= self._lease
+        lease = self._lease if judged else None
         gone = [
             worker.id
             for worker in workers
-            if worker.id != self.worker_id and is_gone(worker, self._host, now, self._lease)
+            if worker.id != self.worker_id and is_gone(worker, self._host, now, lease)
         ]
         failed, queued = await self._db.rescue_orphans(gone, self._max_attempts)
         for calc_id in failed:
@@ -130,6 +140,11 @@ class Leases:
                     log.warning("worker %d was taken for gone; registering anew", self.worker_id)
                     await self._register()
                 await self.rescue()
+            except db.DatabaseDown as exc:
+                self._reached_since = time.monotonic()
+                log.warning(
+                    "worker %d: no heartbeat, the database is down: %s", self.worker_id, exc
+                )
             except Exception:  # a failed look is tried again at the next one
                 log.exception("worker %d: heartbeat or rescue failed", self.worker_id)
 

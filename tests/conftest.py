@@ -1,4 +1,12 @@
-"""Fixtures and helpers shared by the tests: real SQLite files, process pools and servers."""
+"""Fixtures and helpers shared by the tests: real SQLite files, a real PostgreSQL server,
+process pools and servers.
+
+A module that sets `ON_BOTH_BACKENDS = True` runs each test that uses the `backend` fixture
+(through `config`, `database_url`, `client`, `store` or `start_server`) once on SQLite and
+once on PostgreSQL. PostgreSQL is the server at PG_TEST_URL if one answers there, else a
+throwaway server from Debian's binaries (`make tools`); each module gets a fresh database,
+emptied before each test.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import csv
 import io
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import subprocess
@@ -17,16 +26,20 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiosqlite
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from bench.postgres import throwaway_server
 from service.app import create_app
-from service.config import Config
-from service.db import insert_params, utcnow
+from service.config import Config, is_postgres
+from service.db import Database, insert_params, open_database, utcnow
 from service.db import sqlite_runs as db
+from service.events import RunEvents
 from service.models import TERMINAL, Calculation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +47,83 @@ SMALL_RUN = {"date_start": "2024-01-01", "date_fin": "2024-01-31", "lag": 7}
 CSV_HEADER = ["date", "liquid", "oil", "water", "wct"]
 
 
+PG_TEST_URL = os.environ.get("PG_TEST_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+BACKENDS = ("sqlite", "postgresql")
+# The throwaway server may lose its last commits in a crash of the machine: tests need speed.
+TEST_SERVER_SETTINGS = ("fsync=off", "full_page_writes=off", "max_connections=200")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and getattr(metafunc.module, "ON_BOTH_BACKENDS", False):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
+def backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+def answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server the tests may create databases on."""
+    if answers(PG_TEST_URL):
+        yield PG_TEST_URL
+        return
+    with throwaway_server(*TEST_SERVER_SETTINGS) as server:
+        yield server.url
+
+
+def admin(url: str, statement: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement.encode())
+
+
+def on_database(url: str, name: str) -> str:
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for the module, dropped after it."""
+    module = request.module.__name__.rpartition(".")[2]
+    name = f"{module}_{os.getpid()}_{secrets.token_hex(3)}"
+    admin(pg_server, f'CREATE DATABASE "{name}"')
+    yield on_database(pg_server, name)
+    admin(pg_server, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_module_url: str) -> str:
+    """The module's database with no runs, workers or traces, as a new SQLite file has."""
+    with psycopg.connect(pg_module_url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('calculations')").fetchone() != (None,):
+            conn.execute(
+                b"TRUNCATE calculations, workers, pingpong_traces, pingpong_hops RESTART IDENTITY;"
+                b" UPDATE calculation_counts SET n = 0"
+            )
+    return pg_module_url
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path / 'calc.db'}"
+
+
+@pytest.fixture
+def config(database_url: str) -> Config:
     return Config(
-        database_url=f"sqlite:///{tmp_path / 'calc.db'}",
+        database_url=database_url,
         workers=1,
         kernel_delay=0.0,
         poll_interval=0.05,
@@ -57,6 +143,13 @@ async def conn(config: Config) -> AsyncIterator[aiosqlite.Connection]:
         yield connection
 
 
+@pytest.fixture
+async def store(config: Config) -> AsyncIterator[Database]:
+    """The database the app uses, opened beside it as another process would, ready."""
+    async with open_database(config, RunEvents()) as database:
+        yield database
+
+
 async def app_client(
     aiohttp_client: AiohttpClient, config: Config, **changes: Any
 ) -> TestClient[Any, Any]:
@@ -64,7 +157,7 @@ async def app_client(
     return await aiohttp_client(create_app(replace(config, **changes)))
 
 
-async def insert_runs(conn: aiosqlite.Connection, count: int) -> list[int]:
+async def insert_runs(conn: aiosqlite.Connection | Database, count: int) -> list[int]:
     """Queued one-day runs written straight into the table, so the consumer is not involved."""
     ids = []
     day = date(2024, 1, 1)
@@ -77,16 +170,22 @@ async def insert_runs(conn: aiosqlite.Connection, count: int) -> list[int]:
     return ids
 
 
-async def insert_run(conn: aiosqlite.Connection, **fields: Any) -> int | None:
-    """A queued run written straight into the table, as another producer would: the same
+async def insert_run(conn: aiosqlite.Connection | Database, **fields: Any) -> int | None:
+    """A queued run written straight into the database, as another producer would: the same
     statement as the API's, one at a time. Its id, or None if nothing was inserted."""
+    if not isinstance(conn, aiosqlite.Connection):
+        return await conn.insert(insert_params(**fields))
     row = await db.fetch_one(conn, db.INSERT_CALCULATION, insert_params(**fields))
     return None if row is None else int(row[0])
 
 
-async def claim_run(conn: aiosqlite.Connection, worker_id: int | None = None) -> Calculation | None:
+async def claim_run(
+    conn: aiosqlite.Connection | Database, worker_id: int | None = None
+) -> Calculation | None:
     """The oldest queued run claimed, as another consumer would: the consumer's statement.
     With no worker, as a process that has since gone (or an older version) would."""
+    if not isinstance(conn, aiosqlite.Connection):
+        return await conn.claim(worker_id)  # type: ignore[arg-type]
     row = await db.fetch_one(conn, db.CLAIM_NEXT, {"now": utcnow(), "worker": worker_id})
     return None if row is None else Calculation.from_row(row)
 
@@ -118,8 +217,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Any]:
-    """Start `python -m service` as a subprocess; every server started is stopped at teardown."""
+def start_server(tmp_path: Path, database_url: str) -> Iterator[Any]:
+    """Start `python -m service` as a subprocess, on the test's database unless `env` says
+    otherwise; every server started is stopped at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(
@@ -128,7 +228,7 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
         port = free_port()
         full_env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'calc.db'}",
+            "DATABASE_URL": database_url,
             "KERNEL_DELAY": "0",
             "PORT": str(port),
             **env,
@@ -180,9 +280,14 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-def database(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows read straight from the file, as another program would."""
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+def database(where: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows read straight from the database (a SQLite file, or a URL of either backend), as
+    another program would. Parameters are written `?`, as sqlite3 takes them."""
+    if isinstance(where, str) and is_postgres(where):
+        with psycopg.connect(where, autocommit=True) as conn:
+            return conn.execute(sql.replace("?", "%s").encode(), params).fetchall()
+    path = Path(where.removeprefix("sqlite:///")) if isinstance(where, str) else where
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute(sql, params).fetchall()
 
 

@@ -8,16 +8,17 @@ from dataclasses import replace
 from datetime import date
 from typing import Any
 
-import aiosqlite
 import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from service.app import create_app
 from service.config import Config
+from service.db import Database
 from tests.conftest import SMALL_RUN, create, insert_run, wait_for_terminal
 
 Client = TestClient[Any, Any]
+ON_BOTH_BACKENDS = True  # see conftest
 
 
 async def count_rows(client: Client) -> int:
@@ -243,12 +244,10 @@ async def test_bad_fields_on_get_are_422(client: Client, query: str, field: str)
     assert field in (await resp.json())["error"]["fields"]
 
 
-async def test_failing_kernel_fails_that_run_only(
-    client: Client, conn: aiosqlite.Connection
-) -> None:
+async def test_failing_kernel_fails_that_run_only(client: Client, store: Database) -> None:
     # A row no API request could make (the kernel refuses lag 0), written by another producer.
     day = date(2024, 1, 1)
-    calc_id = await insert_run(conn, name="bad", date_start=day, date_fin=day, lag=0, seed=1)
+    calc_id = await insert_run(store, name="bad", date_start=day, date_fin=day, lag=0, seed=1)
     assert calc_id is not None
     good = await create(client)  # also wakes the consumer
     failed = await wait_for_terminal(client, calc_id, query="?fields=duration")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-import aiosqlite
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.db import Database
 from tests.conftest import create, insert_run, insert_runs, wait_for_terminal
 
 Client = TestClient[Any, Any]
+ON_BOTH_BACKENDS = True  # see conftest
 DAY = date(2024, 1, 1)
 
 
@@ -38,10 +39,8 @@ async def test_items_carry_id_name_launch_date_and_status(client: Client) -> Non
     assert item["status"] in ("queued", "running", "done")
 
 
-async def test_ten_a_page_newest_first_by_default(
-    client: Client, conn: aiosqlite.Connection
-) -> None:
-    ids = await insert_runs(conn, 23)
+async def test_ten_a_page_newest_first_by_default(client: Client, store: Database) -> None:
+    ids = await insert_runs(store, 23)
     first = await listing(client)
     assert [item["id"] for item in first["items"]] == ids[::-1][:10]
     assert (first["page"], first["per_page"], first["total"], first["pages"]) == (1, 10, 23, 3)
@@ -52,8 +51,8 @@ async def test_ten_a_page_newest_first_by_default(
     assert past["total"] == 23
 
 
-async def test_oldest_first_and_per_page(client: Client, conn: aiosqlite.Connection) -> None:
-    ids = await insert_runs(conn, 7)
+async def test_oldest_first_and_per_page(client: Client, store: Database) -> None:
+    ids = await insert_runs(store, 7)
     body = await listing(client, "?order=asc&per_page=3&page=2")
     assert [item["id"] for item in body["items"]] == ids[3:6]
     assert body["pages"] == 3
@@ -61,10 +60,10 @@ async def test_oldest_first_and_per_page(client: Client, conn: aiosqlite.Connect
     assert launched == sorted(launched)
 
 
-async def test_status_filter(client: Client, conn: aiosqlite.Connection) -> None:
+async def test_status_filter(client: Client, store: Database) -> None:
     # Two runs the kernel refuses (lag 0, written by another producer) and one good run.
     bad = [
-        await insert_run(conn, name="bad", date_start=DAY, date_fin=DAY, lag=0, seed=0)
+        await insert_run(store, name="bad", date_start=DAY, date_fin=DAY, lag=0, seed=0)
         for _ in range(2)
     ]
     good = await create(client)
@@ -78,8 +77,8 @@ async def test_status_filter(client: Client, conn: aiosqlite.Connection) -> None
     assert (await listing(client, "?status=queued"))["total"] == 0
 
 
-async def test_per_page_of_100_is_allowed(client: Client, conn: aiosqlite.Connection) -> None:
-    await insert_runs(conn, 101)
+async def test_per_page_of_100_is_allowed(client: Client, store: Database) -> None:
+    await insert_runs(store, 101)
     body = await listing(client, "?per_page=100")
     assert len(body["items"]) == 100
     assert body["pages"] == 2

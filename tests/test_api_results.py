@@ -7,16 +7,16 @@ import re
 from datetime import date
 from typing import Any
 
-import aiosqlite
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from service.app import create_app
 from service.config import Config
-from service.db import sqlite_runs as db
+from service.db import Database
 from tests.conftest import claim_run, create, csv_records, insert_run, wait_for_terminal
 
 Client = TestClient[Any, Any]
+ON_BOTH_BACKENDS = True  # see conftest
 
 
 async def test_csv_of_a_done_run_has_the_rows_and_values_of_its_json(client: Client) -> None:
@@ -72,17 +72,17 @@ async def test_run_still_going_has_no_result_yet(
 
 
 async def test_failed_and_cancelled_runs_have_no_result(
-    aiohttp_client: AiohttpClient, config: Config, conn: aiosqlite.Connection
+    aiohttp_client: AiohttpClient, config: Config, store: Database
 ) -> None:
     params = {"date_start": date(2024, 1, 1), "date_fin": date(2024, 1, 31), "lag": 7, "seed": 1}
-    failed = await insert_run(conn, name="fails", **params)
-    claimed = await claim_run(conn)
+    failed = await insert_run(store, name="fails", **params)
+    claimed = await claim_run(store)
     assert failed is not None
     assert claimed is not None
-    assert await db.mark_failed(conn, claimed, "ValueError: boom", 0.1)
-    cancelled = await insert_run(conn, name="cancelled", **params)
+    assert await store.mark_failed(claimed, "ValueError: boom", 0.1)
+    cancelled = await insert_run(store, name="cancelled", **params)
     assert cancelled is not None
-    assert await db.cancel(conn, cancelled) is not None
+    assert await store.cancel(cancelled) is not None
     client = await aiohttp_client(create_app(config))
 
     for calc_id, status in ((failed, "failed"), (cancelled, "cancelled")):

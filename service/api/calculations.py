@@ -25,7 +25,7 @@ from service import db, memory
 from service.compression import accepts_gzip, gzip_parts
 from service.db import Form
 from service.errors import CalculationNotFound, Conflict, InvalidRequest, QueueFull, client_gone
-from service.keys import CONFIG, CONSUMER, DB, METRICS
+from service.keys import CONFIG, CONSUMER, DB, EVENTS, METRICS
 from service.models import TERMINAL, Calculation, Status, point_count
 from service.schemas import (
     MAX_SEED,
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bodies larger than this are streamed, a part at a time
 CLIENT_CHECK = 0.5  # seconds between looks at a waiting request's connection and run
-ELSEWHERE_CHECK = 0.1  # the same, where the run is computed by another process
+ELSEWHERE_CHECK = 0.1  # the same, where the end of a run computed elsewhere is not told
 
 # A seed only needs to differ between runs, not to be secret: drawing it from the system's
 # random source would cost a system call per request.
@@ -93,9 +93,8 @@ async def create_calculation(request: web.Request) -> web.Response:
         return await replay_or_refuse(request, key, request_hash)
     log.info("calculation %d queued", calc_id, extra={"calc_id": calc_id})
     request.app[METRICS].runs_created.inc()
-    consumer = request.app.get(CONSUMER)
-    if consumer is not None:  # a process of role api has none: workers find it by polling
-        consumer.notify()
+    # This process's consumer, at once; on PostgreSQL the database tells every worker.
+    request.app[EVENTS].queued()
     return created_response(request, calc_id, Status.QUEUED, 201)
 
 
@@ -178,15 +177,15 @@ async def get_calculation(request: web.Request) -> web.StreamResponse:
 async def get_when_ended(
     request: web.Request, calc_id: int, form: Form, wait: float
 ) -> Calculation | None:
-    """The run once it has ended, or as it is after `wait` seconds. This process's consumer
-    wakes the waiters of a run it ends; a run another process ends (a worker, when this one
-    serves the API only) is seen by looking at its row, every ELSEWHERE_CHECK seconds. A
+    """The run once it has ended, or as it is after `wait` seconds. The end of a run is told
+    (`RunEvents.ended`) by this process's consumer and, on PostgreSQL, by the database
+    whichever process ended it; the row is looked at too, every CLIENT_CHECK seconds, or
+    every ELSEWHERE_CHECK where other processes' ends are not told (SQLite, role api). A
     waiter whose client has left stops within a second."""
     app = request.app
-    consumer = app.get(CONSUMER)
-    watch = consumer.watch(calc_id) if consumer else contextlib.nullcontext(asyncio.Event())
-    check = CLIENT_CHECK if consumer else ELSEWHERE_CHECK
-    with watch as ended:
+    told = app[EVENTS].shared or CONSUMER in app
+    check = CLIENT_CHECK if told else ELSEWHERE_CHECK
+    with app[EVENTS].watch(calc_id) as ended:
         calc = await app[DB].get(calc_id, form)
         if calc is None or calc.status in TERMINAL:
             return calc
@@ -219,16 +218,16 @@ async def ended_elsewhere(request: web.Request, calc_id: int) -> bool:
 @response_schema(CalculationOut, 200, description="Cancelled.")
 async def cancel_calculation(request: web.Request) -> web.StreamResponse:
     calc_id = int(request.match_info["calc_id"])
-    database, consumer = request.app[DB], request.app.get(CONSUMER)
+    database, events = request.app[DB], request.app[EVENTS]
     calc = await database.cancel(calc_id)
     if calc is None:
         existing = await database.get_calculation(calc_id)
         if existing is None:
             raise CalculationNotFound(f"calculation {calc_id} does not exist")
         raise Conflict(f"calculation {calc_id} is already {existing.status}")
-    if consumer is not None:  # a kernel of another process is stopped by that process
-        consumer.stop(calc_id)
-        consumer.finished(calc_id)
+    # A kernel of this process stops now; another process's, when the database tells it.
+    events.cancelled(calc_id)
+    events.ended(calc_id)
     request.app[METRICS].finished(Status.CANCELLED)
     log.info("calculation %d cancelled", calc_id, extra={"calc_id": calc_id})
     return await send_calculation(request, calc, ())

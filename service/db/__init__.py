@@ -2,22 +2,27 @@
 
 Handlers, the consumer, the leases, the ping-pong pipeline and the kernel processes call a
 `Database` (or, in a kernel process, a `ResultStore`) and never ask which backend runs. Each
-backend keeps its SQL beside its functions, in its own modules (`sqlite*.py`), and returns
-the same frozen records (`service.models`).
+backend keeps its SQL beside its functions, in its own modules (`sqlite*.py`,
+`postgres*.py`), and returns the same frozen records (`service.models`). DATABASE_URL picks
+the backend: `sqlite:///…` (the default, embedded) or `postgresql://…`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiohttp import web
 
-from service.keys import CONFIG, DB
+from service.config import is_postgres
+from service.keys import CONFIG, DB, EVENTS
 
 if TYPE_CHECKING:
     import kernel
+    from service.config import Config
+    from service.events import RunEvents as Events
     from service.models import Calculation, Hop, Pieces, Status, Summary, Trace, Worker
 
 # How a done run's result is wanted: the stored JSON, or deflated for a gzip answer.
@@ -143,6 +148,11 @@ class ResultStore(Protocol):
 
 def open_result_store(database_url: str) -> ResultStore:
     """A kernel process's own connection to the database the server uses."""
+    # Imported here: a backend's driver is loaded only where that backend is used.
+    if is_postgres(database_url):
+        from service.db import postgres
+
+        return postgres.ResultStore(database_url)
     from service.config import sqlite_path
     from service.db import sqlite
 
@@ -153,10 +163,29 @@ class DatabaseUnavailable(Exception):
     """The database cannot be opened or reached: the service cannot start."""
 
 
-async def db_context(app: web.Application) -> AsyncIterator[None]:
-    # Imported here: a backend's driver is loaded only where that backend is used.
+class DatabaseDown(Exception):
+    """The database is gone, restarting or does not answer in time: a request gets a 503,
+    and the consumer and the leases try again."""
+
+
+@asynccontextmanager
+async def open_database(config: Config, events: Events) -> AsyncIterator[Database]:
+    """The backend DATABASE_URL names, ready: schema applied, and on PostgreSQL this process
+    listening for what other processes do (told to `events`)."""
+    if is_postgres(config.database_url):
+        from service.db import postgres
+
+        events.shared = True
+        async with postgres.open_database(config, events) as database:
+            yield database
+        return
     from service.db import sqlite
 
-    async with sqlite.open_database(app[CONFIG]) as database:
+    async with sqlite.open_database(config) as sqlite_database:
+        yield sqlite_database
+
+
+async def db_context(app: web.Application) -> AsyncIterator[None]:
+    async with open_database(app[CONFIG], app[EVENTS]) as database:
         app[DB] = database
         yield

@@ -1,0 +1,365 @@
+"""The PostgreSQL backend: `PostgresDatabase`, the interface (`service.db.Database`) on one
+server shared by any number of processes on any number of machines, through asyncpg.
+
+- A pool of connections; every call is bounded in time and a server that is gone or does
+  not answer raises `DatabaseDown` (a 503 for a request), never hangs.
+- Claims are one `UPDATE … FOR UPDATE SKIP LOCKED`: two workers never take the same run.
+- Every process listens on the channel `calculations` (`Listener`): the schema's trigger
+  tells of runs queued, ended and cancelled, whichever process changed them.
+- Results are `bytea` stored uncompressed out of line, and read back in pieces under
+  `PIECE`, as on SQLite.
+
+The statements are in `postgres_sql`, the schema in `postgres.sql`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+import kernel
+from service.config import Config
+from service.db import DatabaseDown, DatabaseUnavailable, Form
+from service.db import postgres_sql as sql
+from service.events import RunEvents as Events
+from service.models import Calculation, Deflated, Hop, Pieces, Status, Summary, Trace, Worker
+
+log = logging.getLogger(__name__)
+
+SCHEMA = Path(__file__).with_name("postgres.sql")
+SCHEMA_LOCK = 7316200000  # the advisory lock instances starting together apply the schema under
+POOL_SIZE = 10
+CONNECT_TIMEOUT = 3.0  # seconds to open a connection
+# Seconds a statement may take, or a request wait for a free connection, before its request
+# gets a 503: a server cut off by the network answers nothing, and nothing may hang on it.
+COMMAND_TIMEOUT = 5.0
+LISTEN_CHECK = 5.0  # seconds between looks at the listening connection when nothing arrives
+RECONNECT_DELAY = 0.5  # seconds between attempts to reach a server that is gone
+PIECE = 256 * 1024 - 64  # as on SQLite: each piece stays under glibc's mmap threshold
+NEAR_LIMIT = "QL001"  # raised by enqueue_calculation near MAX_QUEUED: ask again, alone
+
+# What a server that is gone, restarting or cut off raises: the request gets a 503.
+GONE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, and TimeoutError
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.InterfaceError,  # the connection was closed under the statement
+)
+T = TypeVar("T")
+
+
+def connection_settings(url: str) -> dict[str, Any]:
+    return {"dsn": url, "timeout": CONNECT_TIMEOUT, "command_timeout": COMMAND_TIMEOUT}
+
+
+@asynccontextmanager
+async def open_database(config: Config, events: Events) -> AsyncIterator[PostgresDatabase]:
+    """A pool on a ready database (schema applied), and this process listening."""
+    try:
+        pool = await asyncpg.create_pool(
+            **connection_settings(config.database_url), min_size=1, max_size=POOL_SIZE
+        )
+        async with pool.acquire() as conn:
+            await apply_schema(conn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(
+            f"the database {redacted(config.database_url)} cannot be reached: {exc}"
+        ) from None
+    listener = Listener(config.database_url, events)
+    listening = asyncio.create_task(listener.run(), name="listener")
+    try:
+        yield PostgresDatabase(pool)
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        # A server that is gone cannot be told goodbye: close without waiting for it.
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await pool.close()
+        except GONE:  # TimeoutError among them
+            pool.terminate()
+
+
+async def apply_schema(conn: asyncpg.Connection) -> None:
+    """The schema, by one process at a time: `CREATE … IF NOT EXISTS` run by two at once
+    can still collide on the catalog's unique keys."""
+    text = await asyncio.to_thread(SCHEMA.read_text)
+    await conn.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
+    try:
+        await conn.execute(text)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, place = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{place}"
+
+
+class PostgresDatabase:
+    """`service.db.Database` on a pool of asyncpg connections."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def _run(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`use` on a connection of the pool. A server that is gone or does not answer
+        within COMMAND_TIMEOUT raises DatabaseDown."""
+        try:
+            async with self._pool.acquire(timeout=COMMAND_TIMEOUT) as conn:
+                return await use(conn)
+        except GONE as exc:
+            raise DatabaseDown(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _read(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """A read, asked once more on a fresh connection when the first was broken: after
+        a restart of the server, each pooled connection fails once."""
+        try:
+            return await self._run(use)
+        except DatabaseDown:
+            return await self._run(use)
+
+    async def _row(self, query: str, *args: Any) -> asyncpg.Record | None:
+        return await self._run(lambda conn: conn.fetchrow(query, *args))
+
+    async def insert(self, params: dict[str, Any]) -> int | None:
+        args = [params[key] for key in sql.ENQUEUE_ARGS]
+
+        async def enqueue(conn: asyncpg.Connection) -> int | None:
+            try:
+                found = await conn.fetchval(sql.ENQUEUE, *args, False)
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate != NEAR_LIMIT:
+                    raise
+                found = await conn.fetchval(sql.ENQUEUE, *args, True)
+            return None if found is None else int(found)
+
+        return await self._run(enqueue)
+
+    async def claim(self, worker_id: int) -> Calculation | None:
+        row = await self._row(sql.CLAIM_NEXT, worker_id)
+        return None if row is None else Calculation.from_row(row)
+
+    async def get(self, calc_id: int, form: Form = "plain") -> Calculation | None:
+        row = await self._read(lambda conn: conn.fetchrow(sql.GET_WITH_SIZES, calc_id))
+        if row is None:
+            return None
+        calc = Calculation.from_row(row)
+        if calc.status is not Status.DONE:
+            return calc
+        if form == "gzip" and row["deflated_size"] is not None:
+            data = await self._pieces("result_deflated", calc_id, row["deflated_size"])
+            deflated = Deflated(data, row["result_crc"], row["result_size"])
+            return replace(calc, deflated=deflated)
+        return replace(calc, result=await self._pieces("result", calc_id, row["result_size"]))
+
+    async def _pieces(self, column: str, calc_id: int, size: int) -> Pieces:
+        """A stored column in pieces under PIECE, in one statement: each piece is a slice
+        the server reads from the column's own chunks."""
+        if size <= PIECE:
+            query = sql.COLUMN[column]
+            return (await self._read(lambda conn: conn.fetchval(query, calc_id)),)
+        query = sql.PIECES[column]
+        rows = await self._read(lambda conn: conn.fetch(query, calc_id, PIECE))
+        return tuple(row[0] for row in rows)
+
+    async def get_calculation(self, calc_id: int) -> Calculation | None:
+        row = await self._read(lambda conn: conn.fetchrow(sql.GET_CALCULATION, calc_id))
+        return None if row is None else Calculation.from_row(row)
+
+    async def get_by_idempotency_key(self, key: str) -> tuple[Calculation, str] | None:
+        row = await self._read(lambda conn: conn.fetchrow(sql.GET_BY_IDEMPOTENCY_KEY, key))
+        return None if row is None else (Calculation.from_row(row), row["request_hash"])
+
+    async def csv(self, calc_id: int) -> Pieces | None:
+        size = await self._read(lambda conn: conn.fetchval(sql.CSV_SIZE, calc_id))
+        return None if size is None else await self._pieces("result_csv", calc_id, size)
+
+    async def list_calculations(
+        self, *, limit: int, offset: int, descending: bool, status: Status | None
+    ) -> tuple[list[Summary], int]:
+        query = sql.LIST_CALCULATIONS["DESC" if descending else "ASC", status is not None]
+        args = (limit, offset) if status is None else (limit, offset, status.value)
+        rows = await self._read(lambda conn: conn.fetch(query, *args))
+        if rows:
+            return [Summary(*row[:4]) for row in rows], int(rows[0]["total"])
+        total_query = sql.COUNT_CALCULATIONS[status is not None]
+        total_args = () if status is None else (status.value,)
+        total = await self._read(lambda conn: conn.fetchval(total_query, *total_args))
+        return [], int(total)
+
+    async def count_by_status(self) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        for row in await self._read(lambda conn: conn.fetch(sql.COUNT_BY_STATUS)):
+            counts[Status(row[0])] = int(row[1])
+        return counts
+
+    async def cancel(self, calc_id: int) -> Calculation | None:
+        row = await self._row(sql.CANCEL, calc_id)
+        return None if row is None else Calculation.from_row(row)
+
+    async def cancelled_among(self, calc_ids: list[int]) -> list[int]:
+        rows = await self._read(lambda conn: conn.fetch(sql.CANCELLED_AMONG, calc_ids))
+        return [row[0] for row in rows]
+
+    async def mark_failed(
+        self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
+    ) -> bool:
+        seconds = None if duration is None else round(duration, 6)
+        args = (calc.id, calc.attempts, error, seconds)
+        return await self._row(sql.MARK_FAILED, *args) is not None
+
+    async def requeue(self, calc: Calculation) -> bool:
+        return await self._row(sql.REQUEUE, calc.id, calc.attempts) is not None
+
+    async def register_worker(self, host: str, pid: int, pid_started: int, now: float) -> int:
+        # The database's clock, not `now`: heartbeats from many machines are compared.
+        row = await self._row(sql.REGISTER_WORKER, host, pid, pid_started)
+        assert row is not None  # an INSERT without conditions returns its row
+        return int(row[0])
+
+    async def heartbeat(self, worker_id: int, now: float) -> bool:
+        return await self._row(sql.HEARTBEAT, worker_id) is not None
+
+    async def list_workers(self) -> list[Worker]:
+        rows = await self._read(lambda conn: conn.fetch(sql.LIST_WORKERS))
+        # Each heartbeat's age by the database's clock, as a time on this one.
+        here = time.time()
+        return [
+            Worker(r["id"], r["host"], r["pid"], r["pid_started"], here - r["age"]) for r in rows
+        ]
+
+    async def forget_worker(self, worker_id: int) -> None:
+        await self._run(lambda conn: conn.execute(sql.FORGET_WORKERS, [worker_id]))
+
+    async def rescue_orphans(
+        self, gone: list[int], max_attempts: int
+    ) -> tuple[list[int], list[int]]:
+        async def rescue(conn: asyncpg.Connection) -> tuple[list[int], list[int]]:
+            async with conn.transaction():
+                failed = await conn.fetch(sql.FAIL_EXHAUSTED, gone, max_attempts)
+                queued = await conn.fetch(sql.REQUEUE_ORPHANED, gone)
+                if gone:
+                    await conn.execute(sql.FORGET_WORKERS, gone)
+            return sorted(row[0] for row in failed), sorted(row[0] for row in queued)
+
+        return await self._run(rescue)
+
+    async def add_trace(self, trace_id: str) -> bool:
+        return await self._row(sql.ADD_TRACE, trace_id) is not None
+
+    async def insert_hop(self, **hop: Any) -> Hop | None:
+        args = [hop[key] for key in sql.INSERT_HOP_ARGS]
+        row = await self._row(sql.INSERT_HOP, *args)
+        return None if row is None else Hop.from_row(row)
+
+    async def finish_hop(self, **hop: Any) -> Hop | None:
+        args = [hop[key] for key in sql.FINISH_HOP_ARGS]
+        row = await self._row(sql.FINISH_HOP, *args)
+        return None if row is None else Hop.from_row(row)
+
+    async def list_hops(self, trace_id: str) -> list[Hop]:
+        rows = await self._read(lambda conn: conn.fetch(sql.LIST_HOPS, trace_id))
+        return [Hop.from_row(row) for row in rows]
+
+    async def trace_created_at(self, trace_id: str) -> datetime | None:
+        found = await self._read(lambda conn: conn.fetchval(sql.TRACE_CREATED_AT, trace_id))
+        return None if found is None else datetime.fromisoformat(found)
+
+    async def list_traces(self, *, limit: int, offset: int) -> list[Trace]:
+        rows = await self._read(lambda conn: conn.fetch(sql.LIST_TRACES, limit, offset))
+        return [Trace.from_row(row) for row in rows]
+
+    async def count_traces(self) -> int:
+        return int(await self._read(lambda conn: conn.fetchval(sql.COUNT_TRACES)))
+
+
+class Listener:
+    """This process's ear on the channel `calculations`: a connection of its own, outside
+    the pool, that hands each notice to `events` and comes back by itself after the server
+    went away. Notices sent meanwhile are lost; the callers' polling covers the gap, and a
+    return wakes the consumer to look at the queue."""
+
+    def __init__(self, url: str, events: Events) -> None:
+        self._url = url
+        self._events = events
+
+    async def run(self) -> None:
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(**connection_settings(self._url))
+                await conn.add_listener(sql.CHANNEL, self._on_notice)
+                self._events.queued()  # what was queued while nobody listened
+                while True:  # a cut-off server says nothing: ask it something now and then
+                    await asyncio.sleep(LISTEN_CHECK)
+                    await conn.execute("SELECT 1")
+            except GONE as exc:
+                log.warning("not listening for notices: %s; retrying", type(exc).__name__)
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    def _on_notice(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        kind, _, calc_id = payload.partition(" ")
+        if kind == "queued":
+            self._events.queued()
+        elif kind == "ended":
+            self._events.ended(int(calc_id))
+        elif kind == "cancelled":
+            self._events.cancelled(int(calc_id))
+
+
+class ResultStore:
+    """What a kernel process writes with: one connection of its own, driven by a loop of its
+    own (the process is not async). A server that is gone is waited for: the result is kept
+    and stored once it is back, as long as this attempt is still the run's current one."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._loop = asyncio.new_event_loop()
+        self._conn: asyncpg.Connection | None = None
+
+    def store(self, calc_id: int, attempt: int, output: kernel.Output, duration: float) -> bool:
+        args = (
+            calc_id,
+            attempt,
+            output.json,
+            output.deflated,
+            output.crc,
+            output.csv.encode(),
+            round(duration, 6),
+        )
+        return self._loop.run_until_complete(self._store(args))
+
+    async def _store(self, args: tuple[Any, ...]) -> bool:
+        while True:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(**connection_settings(self._url))
+                if await self._conn.fetchrow(sql.MARK_DONE, *args) is not None:
+                    return True
+                # Refused: another attempt is current, or this one stored it already and
+                # the answer was lost with the connection.
+                return await self._conn.fetchval(sql.STORED_BY, *args[:2]) is not None
+            except GONE:
+                if self._conn is not None:
+                    self._conn.terminate()
+                self._conn = None
+                await asyncio.sleep(RECONNECT_DELAY)

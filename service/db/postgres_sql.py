@@ -1,0 +1,184 @@
+"""The PostgreSQL backend's statements, one named constant each; `postgres.py` runs them.
+Timestamps come from the database's clock (`utc_text()`, `epoch_now()` in postgres.sql)."""
+
+from __future__ import annotations
+
+from service.models import STOPPING
+
+CHANNEL = "calculations"  # what the schema's trigger notifies on
+
+COLUMNS = (
+    "id, name, status, date_start, date_fin, lag, seed, attempts,"
+    " created_at, started_at, finished_at, duration, error"
+)
+
+# What `insert_params` gives, in the order enqueue_calculation takes it (then `alone`).
+ENQUEUE_ARGS = ("name", "date_start", "date_fin", "lag", "seed", "key", "hash", "max_queued")
+ENQUEUE = "SELECT enqueue_calculation($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+GET_CALCULATION = f"SELECT {COLUMNS} FROM calculations WHERE id = $1"
+
+# octet_length() of a value stored out of line reads its pointer, not the value.
+GET_WITH_SIZES = f"""
+SELECT {COLUMNS}, result_crc, octet_length(result) AS result_size,
+       octet_length(result_deflated) AS deflated_size
+FROM calculations WHERE id = $1
+"""
+
+GET_BY_IDEMPOTENCY_KEY = (
+    f"SELECT {COLUMNS}, request_hash FROM calculations WHERE idempotency_key = $1"
+)
+
+RESULT_COLUMNS = ("result", "result_deflated", "result_csv")
+COLUMN = {column: f"SELECT {column} FROM calculations WHERE id = $1" for column in RESULT_COLUMNS}
+PIECES = {
+    column: f"""
+SELECT substring({column} FROM start FOR $2)
+FROM calculations, generate_series(1, octet_length({column}), $2) AS start
+WHERE id = $1 ORDER BY start
+"""
+    for column in RESULT_COLUMNS
+}
+CSV_SIZE = "SELECT octet_length(result_csv) FROM calculations WHERE id = $1"
+
+# The oldest queued run that no other claim holds; rows being claimed are skipped, never
+# waited for, so workers claiming together each take a different run, oldest first.
+CLAIM_NEXT = f"""
+UPDATE calculations
+SET status = 'running', started_at = utc_text(), attempts = attempts + 1, worker_id = $1
+WHERE id = (
+    SELECT id FROM calculations WHERE status = 'queued' ORDER BY id
+    LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+RETURNING {COLUMNS}
+"""
+
+# Writes for one attempt of a run apply only while that attempt is the current one.
+FENCE = "WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING id"
+
+MARK_DONE = f"""
+UPDATE calculations
+SET status = 'done', result = $3, result_deflated = $4, result_crc = $5, result_csv = $6,
+    duration = $7, finished_at = utc_text(), error = NULL
+{FENCE}
+"""
+
+# Whether this attempt is the one that made the run done: a store retried after its answer
+# was lost with the connection finds the row done already.
+STORED_BY = "SELECT 1 FROM calculations WHERE id = $1 AND attempts = $2 AND status = 'done'"
+
+MARK_FAILED = f"""
+UPDATE calculations
+SET status = 'failed', error = $3, duration = $4, finished_at = utc_text()
+{FENCE}
+"""
+
+REQUEUE = f"""
+UPDATE calculations SET status = 'queued', started_at = NULL, attempts = attempts - 1
+{FENCE}
+"""
+
+CANCEL = f"""
+UPDATE calculations SET status = 'cancelled', finished_at = utc_text()
+WHERE id = $1 AND status IN ('queued', 'running')
+RETURNING {COLUMNS}
+"""
+
+ORPHANED = "status = 'running' AND (worker_id IS NULL OR worker_id = ANY($1::bigint[]))"
+
+FAIL_EXHAUSTED = f"""
+UPDATE calculations
+SET status = 'failed', finished_at = utc_text(), worker_id = NULL,
+    error = 'the run was interrupted ' || attempts || ' times by a crash, kill or stall of'
+            || ' its server; it is not started again (MAX_ATTEMPTS = ' || $2::integer || ')'
+WHERE {ORPHANED} AND attempts >= $2::integer
+RETURNING id
+"""
+
+REQUEUE_ORPHANED = f"""
+UPDATE calculations SET status = 'queued', started_at = NULL, worker_id = NULL
+WHERE {ORPHANED}
+RETURNING id
+"""
+
+REGISTER_WORKER = "INSERT INTO workers (host, pid, pid_started) VALUES ($1, $2, $3) RETURNING id"
+
+HEARTBEAT = "UPDATE workers SET heartbeat_at = epoch_now() WHERE id = $1 RETURNING id"
+
+LIST_WORKERS = "SELECT id, host, pid, pid_started, epoch_now() - heartbeat_at AS age FROM workers"
+
+FORGET_WORKERS = "DELETE FROM workers WHERE id = ANY($1::bigint[])"
+
+TOTAL = {
+    False: "(SELECT sum(n) FROM calculation_counts)",
+    True: "(SELECT sum(n) FROM calculation_counts WHERE status = $3)",
+}
+
+LIST_CALCULATIONS = {
+    (order, filtered): f"""
+SELECT id, name, created_at, status, {TOTAL[filtered]} AS total FROM calculations
+{"WHERE status = $3" if filtered else ""}
+ORDER BY created_at {order}, id {order}
+LIMIT $1 OFFSET $2
+"""
+    for order in ("ASC", "DESC")
+    for filtered in (False, True)
+}
+
+COUNT_CALCULATIONS = {
+    False: "SELECT coalesce(sum(n), 0) FROM calculation_counts",
+    True: "SELECT coalesce(sum(n), 0) FROM calculation_counts WHERE status = $1",
+}
+
+COUNT_BY_STATUS = "SELECT status, sum(n) FROM calculation_counts GROUP BY status"
+
+CANCELLED_AMONG = (
+    "SELECT id FROM calculations WHERE id = ANY($1::bigint[]) AND status = 'cancelled'"
+)
+
+HOP_COLUMNS = (
+    "trace_id, hop, service, outcome, http_status, partner_status, detail,"
+    " received_at, finished_at, payload"
+)
+
+ADD_TRACE = """
+INSERT INTO pingpong_traces (trace_id, created_at) VALUES ($1, utc_text())
+ON CONFLICT (trace_id) DO NOTHING
+RETURNING id
+"""
+
+INSERT_HOP_ARGS = ("trace_id", "hop", "service", "outcome", "http_status", "detail", "payload_json")
+INSERT_HOP = f"""
+WITH now AS (SELECT utc_text() AS at)
+INSERT INTO pingpong_hops
+    (trace_id, hop, service, outcome, http_status, detail, received_at, finished_at, payload)
+SELECT $1, $2, $3, $4, $5, $6, now.at, CASE WHEN $4::text IS NULL THEN NULL ELSE now.at END, $7
+FROM now
+ON CONFLICT (trace_id, hop) DO NOTHING
+RETURNING {HOP_COLUMNS}
+"""
+
+FINISH_HOP_ARGS = ("trace_id", "hop", "outcome", "partner_status", "detail")
+FINISH_HOP = f"""
+UPDATE pingpong_hops
+SET outcome = $3, partner_status = $4, detail = $5, finished_at = utc_text()
+WHERE trace_id = $1 AND hop = $2 AND outcome IS NULL
+RETURNING {HOP_COLUMNS}
+"""
+
+LIST_HOPS = f"SELECT {HOP_COLUMNS} FROM pingpong_hops WHERE trace_id = $1 ORDER BY hop"
+
+_STOPPING_SQL = ", ".join(f"'{outcome}'" for outcome in sorted(STOPPING))
+LIST_TRACES = f"""
+SELECT t.trace_id, t.created_at,
+    (SELECT count(*) FROM pingpong_hops h WHERE h.trace_id = t.trace_id) AS hops,
+    EXISTS (SELECT 1 FROM pingpong_hops h WHERE h.trace_id = t.trace_id
+            AND (h.outcome IN ({_STOPPING_SQL}) OR h.partner_status = 400)) AS stopped
+FROM pingpong_traces t
+ORDER BY t.created_at DESC, t.id DESC
+LIMIT $1 OFFSET $2
+"""
+
+TRACE_CREATED_AT = "SELECT created_at FROM pingpong_traces WHERE trace_id = $1"
+
+COUNT_TRACES = "SELECT count(*) FROM pingpong_traces"
