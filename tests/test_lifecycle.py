@@ -12,6 +12,7 @@ import aiohttp
 from tests.conftest import SMALL_RUN, children, database, json_log_lines, wait_gone, wait_until_up
 
 QUERY = "?fields=attempts,duration"
+ON_BOTH_BACKENDS = True  # see conftest
 
 
 async def post_run(session: aiohttp.ClientSession, base: str) -> str:
@@ -30,7 +31,7 @@ async def wait_for(session: aiohttp.ClientSession, url: str, *statuses: str) -> 
             await asyncio.sleep(0.02)
 
 
-def row(db: Path, calc_id: int) -> tuple[str, int]:
+def row(db: str, calc_id: int) -> tuple[str, int]:
     ((status, attempts),) = database(
         db, "SELECT status, attempts FROM calculations WHERE id = ?", (calc_id,)
     )
@@ -38,7 +39,7 @@ def row(db: Path, calc_id: int) -> tuple[str, int]:
 
 
 async def test_sigterm_lets_a_running_kernel_finish_within_the_grace(
-    start_server: Any, tmp_path: Path
+    start_server: Any, tmp_path: Path, database_url: str
 ) -> None:
     proc, base = start_server({"KERNEL_DELAY": "1.5", "SHUTDOWN_GRACE": "30"})
     await wait_until_up(base)
@@ -47,11 +48,11 @@ async def test_sigterm_lets_a_running_kernel_finish_within_the_grace(
         await wait_for(session, url, "running")
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
-    assert row(tmp_path / "calc.db", 1) == ("done", 1)
+    assert row(database_url, 1) == ("done", 1)
 
 
 async def test_sigint_with_too_short_a_grace_queues_the_run_again(
-    start_server: Any, tmp_path: Path
+    start_server: Any, tmp_path: Path, database_url: str
 ) -> None:
     proc, base = start_server({"KERNEL_DELAY": "60", "SHUTDOWN_GRACE": "0.5"})
     await wait_until_up(base)
@@ -61,7 +62,7 @@ async def test_sigint_with_too_short_a_grace_queues_the_run_again(
         proc.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(proc.wait, 30) == 0
         # Cut off by the shutdown, not by a fault of its own: the attempt does not count.
-        assert row(tmp_path / "calc.db", 1) == ("queued", 0)
+        assert row(database_url, 1) == ("queued", 0)
         _, base = start_server({"KERNEL_DELAY": "0"})
         await wait_until_up(base)
         body = await wait_for(session, base + "/api/v1/calculations/1", "done")
@@ -69,7 +70,7 @@ async def test_sigint_with_too_short_a_grace_queues_the_run_again(
 
 
 async def test_sigkill_mid_run_then_restart_completes_the_run_exactly_once(
-    start_server: Any, tmp_path: Path
+    start_server: Any, tmp_path: Path, database_url: str
 ) -> None:
     proc, base = start_server({"KERNEL_DELAY": "60", "LOG_FORMAT": "json"})
     await wait_until_up(base)
@@ -81,7 +82,7 @@ async def test_sigkill_mid_run_then_restart_completes_the_run_exactly_once(
         proc.kill()
         await asyncio.to_thread(proc.wait)
         await wait_gone(kernels)  # the kernel process, mid-run, does not outlive the server
-        assert row(tmp_path / "calc.db", 1) == ("running", 1)
+        assert row(database_url, 1) == ("running", 1)
         _, base = start_server({"KERNEL_DELAY": "0", "LOG_FORMAT": "json"})
         await wait_until_up(base)
         body = await wait_for(session, base + "/api/v1/calculations/1", "done")

@@ -1,5 +1,5 @@
 """Roles: a process that serves the API and computes nothing, beside a worker that computes
-and serves only /health and /metrics, both on one SQLite file."""
+and serves only /health and /metrics, both on one database."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 
 from service.config import Config
 from tests.conftest import SMALL_RUN, children, running, wait_until_up
+
+ON_BOTH_BACKENDS = True  # see conftest
 
 
 async def start_worker_and_api(
