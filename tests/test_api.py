@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from dataclasses import replace
@@ -277,3 +278,20 @@ async def test_gzip_answer_is_the_same_json_smaller(client: Client) -> None:
         f"/api/v1/calculations/{calc_id}", headers={"Accept-Encoding": "gzip;q=0"}
     )
     assert "Content-Encoding" not in refused.headers
+
+
+async def test_max_queued_holds_exactly_under_concurrent_creates(
+    aiohttp_client: AiohttpClient, config: Config
+) -> None:
+    client = await aiohttp_client(create_app(replace(config, kernel_delay=60, max_queued=15)))
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/calculations", json=SMALL_RUN) for _ in range(60))
+    )
+    statuses = sorted(resp.status for resp in answers)
+    # One may be running already (not queued any more): 15 or 16 are taken, never more.
+    assert statuses.count(201) in (15, 16)
+    assert set(statuses) == {201, 429}
+    queued = await (await client.get("/api/v1/calculations?status=queued")).json()
+    every = await (await client.get("/api/v1/calculations")).json()
+    assert queued["total"] <= 15
+    assert every["total"] == statuses.count(201)

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.config import Config
-from tests.conftest import ROOT, SMALL_RUN, wait_until_up
+from tests.conftest import ROOT, SMALL_RUN, free_port, wait_until_up
 
 Client = TestClient[Any, Any]
 
@@ -82,10 +82,26 @@ def test_bad_setting_stops_the_start_with_a_clear_message() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "service"],
         cwd=ROOT, capture_output=True, text=True,
-        env={"DATABASE_URL": "postgres://db/calc", "PATH": ""},
+        env={"DATABASE_URL": "mysql://db/calc", "PATH": ""},
     )  # fmt: skip
     assert result.returncode != 0
     assert "DATABASE_URL must look like sqlite:///" in result.stderr
+
+
+def test_a_postgresql_that_cannot_be_reached_stops_the_start_in_one_line() -> None:
+    port = free_port()  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"DATABASE_URL": f"postgresql://calc:secret@127.0.0.1:{port}/calc", "PATH": ""},
+    )  # fmt: skip
+    assert result.returncode != 0
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"python -m service: cannot start: the database postgresql://calc:***@127.0.0.1:{port}/calc"
+        " cannot be reached: "
+    )
+    assert "secret" not in line
 
 
 def test_a_start_that_cannot_happen_is_one_clear_line(tmp_path: Path) -> None:
