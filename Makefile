@@ -33,8 +33,10 @@ lint: $(STAMP)
 	$(VENV)/bin/hadolint Dockerfile
 
 # The benchmark (up to 5 minutes; not part of `make test`): see docs/performance.md.
+# BACKEND=postgresql runs it on a throwaway PostgreSQL server.
+BACKEND ?= sqlite
 bench: $(STAMP) tools
-	$(PY) -m bench
+	$(PY) -m bench --backend $(BACKEND)
 
 docker:
 	docker build -t calculations .

@@ -1,4 +1,5 @@
-"""`python -m bench [--tiny] [--only NAME ...] [--out DIR]`: the table on stdout, JSON in DIR."""
+"""`python -m bench [--backend sqlite|postgresql] [--tiny] [--only NAME ...] [--out DIR]`: the
+table on stdout, JSON in DIR."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import drivers, report, resources, scale, scenarios
+from bench import drivers, report, resources, scale, scaling, scenarios
 from bench.harness import TINY, Context, Settings, say
 from bench.procs import ROOT
 from bench.report import ERROR, FAIL, Row
@@ -31,11 +32,17 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": resources.memory,
     "start": resources.start,
     "drivers": drivers.drivers,
+    "scaling": scaling.scaling,
 }
+# What PostgreSQL runs: the scenarios whose ceiling does not read a SQLite file itself (large,
+# list), or measure SQLite's own start (start, drivers: PostgreSQL already).
+POSTGRES_SCENARIOS = ("intake", "queue", "latency", "responsive", "memory", "scaling")
+BACKENDS = ("sqlite", "postgresql")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite", help="the database")
     parser.add_argument("--tiny", action="store_true", help="about a second per scenario")
     parser.add_argument(
         "--only", nargs="+", choices=list(SCENARIOS), metavar="NAME", help=", ".join(SCENARIOS)
@@ -46,11 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(names: list[str], settings: Settings, keep: bool) -> tuple[list[Row], dict[str, Any]]:
+async def run(
+    names: list[str], settings: Settings, keep: bool, backend: str
+) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     outcomes: dict[str, Any] = {}
     warm_up = "memory" in names and "intake" not in names
-    async with Context(settings, keep, warm_up) as ctx:
+    async with Context(settings, keep, warm_up, backend) as ctx:
         for name in names:
             say(f"{name} ...")
             started = time.perf_counter()
@@ -78,20 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     settings = TINY if args.tiny else Settings()
-    names = [name for name in SCENARIOS if args.only is None or name in args.only]
+    offered = SCENARIOS if args.backend == "sqlite" else POSTGRES_SCENARIOS
+    names = [name for name in offered if args.only is None or name in args.only]
     started = datetime.now(UTC)
     clock = time.perf_counter()
-    rows, outcomes = asyncio.run(run(names, settings, args.keep))
+    rows, outcomes = asyncio.run(run(names, settings, args.keep, args.backend))
     document = {
         "started_at": started.isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - clock, 1),
         "mode": "tiny" if args.tiny else "full",
+        "backend": args.backend,
         "machine": report.machine(),
         "scenarios": outcomes,
         "columns": list(report.HEADER),
         "rows": report.rows_json(rows),
     }
-    path = report.write_json(args.out, started.strftime("%Y%m%dT%H%M%SZ"), document)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("" if args.backend == "sqlite" else "-postgresql")
+    path = report.write_json(args.out, stamp, document)
     print(report.table(rows))
     say(f"{document['seconds']} s; written {path} and latest.json")
     if any(row.result == ERROR for row in rows):

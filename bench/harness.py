@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from bench import procs
 from bench.ceilings import kernel_calls
 from bench.loadgen import run_wrk
+from bench.postgres import Server as PostgresServer
+from bench.postgres import throwaway_server
+from service.config import is_postgres
 
 CREATE = "/api/v1/calculations"
 SMALL_RUN = {"date_start": "2024-01-01", "date_fin": "2024-01-31", "lag": 1}
@@ -74,14 +78,23 @@ def say(message: str) -> None:
 class Context:
     """Our long-lived server (intake to memory), the ceilings started, a scratch folder."""
 
-    def __init__(self, settings: Settings, keep: bool = False, warm_up: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keep: bool = False,
+        warm_up: bool = False,
+        backend: str = "sqlite",
+    ) -> None:
         self.settings = settings
+        self.backend = backend
         self.keep = keep
         self.warm_up = warm_up  # record the warm RSS at start, since intake will not
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-"))
         self.servers: list[procs.Server] = []
         self.main: procs.Server | None = None
-        self.main_db = self.workdir / "main.db"
+        self._postgres: contextlib.ExitStack | None = None
+        self.pg: PostgresServer | None = None  # the throwaway server, on PostgreSQL
+        self.main_db = ""  # our long-lived server's database URL, set on entry
         self.warm_rss_kib: int | None = None
         self.rss_trace: dict[str, float] = {}  # our server's RSS (MiB) after each scenario
         self.warm_note = ""
@@ -89,7 +102,19 @@ class Context:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
 
     async def __aenter__(self) -> Context:
+        if self.backend == "postgresql":
+            self._postgres = contextlib.ExitStack()
+            self.pg = await asyncio.to_thread(self._postgres.enter_context, throwaway_server())
+        self.main_db = self.new_database("main")
         return self
+
+    def new_database(self, name: str) -> str:
+        """The URL of a new, empty database of the backend measured."""
+        if self.pg is None:
+            return procs.database_url(self.workdir / f"{name}.db")
+        with contextlib.closing(psycopg_connect(self.pg.url)) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        return urlsplit(self.pg.url)._replace(path=f"/{name}").geturl()
 
     async def __aexit__(
         self,
@@ -100,6 +125,8 @@ class Context:
         await self.session.close()
         for server in self.servers:
             server.stop()
+        if self._postgres is not None:
+            await asyncio.to_thread(self._postgres.close)
         if self.keep:
             say(f"kept {self.workdir}")
         else:
@@ -203,7 +230,20 @@ class Context:
         raise TimeoutError(f"{server.name} still busy after {timeout:g} s")
 
 
-def read_db(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """One read of a database, beside the server that has it open."""
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as conn:
-        return list(conn.execute(sql, params))
+def psycopg_connect(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def read_db(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One statement on a database (parameters written `?`), beside the server that has it
+    open; its rows."""
+    if is_postgres(url):
+        with contextlib.closing(psycopg_connect(url)) as conn:
+            cursor = conn.execute(sql.replace("?", "%s").encode(), params)
+            return list(cursor.fetchall()) if cursor.description else [(cursor.rowcount,)]
+    path = url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn, conn:
+        cursor = conn.execute(sql, params)
+        return list(cursor) if cursor.description else [(cursor.rowcount,)]

@@ -66,11 +66,17 @@ class Server:
             self.proc.wait()
 
 
-def service_env(db_path: Path, port: int) -> dict[str, str]:
-    """The environment of our server: the caller's, less any setting of ours, plus the bench's."""
+def database_url(where: Path | str) -> str:
+    """A SQLite file's URL; a URL as it is."""
+    return where if isinstance(where, str) else f"sqlite:///{where.resolve()}"
+
+
+def service_env(where: Path | str, port: int, **settings: str) -> dict[str, str]:
+    """The environment of our server: the caller's, less any setting of ours, plus the bench's
+    and `settings`; its database is a SQLite file or a URL."""
     ours = {field.name.upper() for field in fields(Config)}
     env = {key: value for key, value in os.environ.items() if key not in ours}
-    env.update(SERVICE_ENV, DATABASE_URL=f"sqlite:///{db_path.resolve()}", PORT=str(port))
+    env.update(SERVICE_ENV, DATABASE_URL=database_url(where), PORT=str(port), **settings)
     return env
 
 
@@ -83,10 +89,11 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Ser
     return Server(name, proc, int(env.get("PORT", "0")), log_path)
 
 
-def start_service(name: str, db_path: Path, log_dir: Path) -> Server:
+def start_service(name: str, where: Path | str, log_dir: Path, **settings: str) -> Server:
     """`python -m service` on a free port; not waited for."""
     port = free_port()
-    return spawn(name, [sys.executable, "-m", "service"], service_env(db_path, port), log_dir)
+    env = service_env(where, port, **settings)
+    return spawn(name, [sys.executable, "-m", "service"], env, log_dir)
 
 
 def start_ceiling(name: str, kind: str, log_dir: Path, *args: str) -> Server:

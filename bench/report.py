@@ -15,7 +15,7 @@ from typing import Any
 
 PASS, FAIL, INFO, ERROR = "pass", "FAIL", "info", "ERROR"
 HEADER = ("figure", "ours", "ceiling", "ratio", "target", "result")
-PACKAGES = ("aiohttp", "aiosqlite", "pandas", "numpy")
+PACKAGES = ("aiohttp", "aiosqlite", "asyncpg", "pandas", "numpy")
 
 
 @dataclass

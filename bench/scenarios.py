@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import sqlite3
 import statistics
 import time
 
@@ -36,7 +34,10 @@ async def intake_load(ctx: Context, server: procs.Server) -> WrkResult:
 async def intake(ctx: Context) -> list[Row]:
     """POSTs with wrk, the consumer running; then every 201 must be a row, and nothing else."""
     main = await ctx.main_server()
-    ceiling = await ctx.ceiling("intake", "--db", str(ctx.workdir / "ceiling-intake.db"))
+    if ctx.pg is None:
+        ceiling = await ctx.ceiling("intake", "--db", str(ctx.workdir / "ceiling-intake.db"))
+    else:  # one INSERT ... RETURNING through the same driver and server
+        ceiling = await ctx.ceiling("pg-asyncpg", "--url", ctx.new_database("ceiling_intake"))
     try:
         top = await intake_load(ctx, ceiling)
     finally:
@@ -78,17 +79,8 @@ async def intake(ctx: Context) -> list[Row]:
 async def cancel_backlog(ctx: Context, server: procs.Server) -> int:
     """Cancel what intake left queued, as another program may (the table is the queue)."""
 
-    def cancel() -> int:
-        now = utcnow()
-        with contextlib.closing(sqlite3.connect(ctx.main_db, timeout=30)) as conn, conn:
-            cursor = conn.execute(
-                "UPDATE calculations SET status = 'cancelled', finished_at = ?"
-                " WHERE status = 'queued'",
-                (now,),
-            )
-            return cursor.rowcount
-
-    count = await asyncio.to_thread(cancel)
+    sql = "UPDATE calculations SET status = 'cancelled', finished_at = ? WHERE status = 'queued'"
+    [(count,)] = await asyncio.to_thread(read_db, ctx.main_db, sql, (utcnow(),))
     await ctx.wait_idle(server)
     return count
 

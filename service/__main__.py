@@ -15,8 +15,9 @@ from service.db import DatabaseUnavailable
 
 HELP = {
     "role": "all (API and kernels), api (API and page only) or worker (kernels, /health, /metrics)",
-    "database_url": "sqlite:///relative/path or sqlite:////absolute/path",
-    "schema_path": "the schema file applied at start-up",
+    "database_url": "sqlite:///relative/path, sqlite:////absolute/path or"
+    " postgresql://user:password@host:port/database",
+    "schema_path": "the SQLite schema file applied at start-up",
     "host": "address to listen on",
     "port": "port to listen on",
     "workers": "kernel processes",

@@ -9,18 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.report import ERROR, HEADER, parse_table
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = [
-    "intake", "queue", "latency", "large", "list", "responsive", "memory", "start", "drivers",
-]  # fmt: skip
+SCENARIOS = {
+    "sqlite": [
+        "intake", "queue", "latency", "large", "list", "responsive", "memory", "start",
+        "drivers", "scaling",
+    ],
+    "postgresql": ["intake", "queue", "latency", "responsive", "memory", "scaling"],
+}  # fmt: skip
 
 
-def test_tiny_benchmark_measures_every_scenario(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", list(SCENARIOS))
+def test_tiny_benchmark_measures_every_scenario(tmp_path: Path, backend: str) -> None:
     assert shutil.which("wrk"), "wrk is missing: `make test` installs it (apt-get install wrk)"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--tiny", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench", "--backend", backend, "--tiny", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -34,13 +41,14 @@ def test_tiny_benchmark_measures_every_scenario(tmp_path: Path) -> None:
     assert json.loads(stamped[0].read_text()) == document
 
     rows = document["rows"]
-    assert document["mode"] == "tiny"
+    assert (document["mode"], document["backend"]) == ("tiny", backend)
     assert document["columns"] == list(HEADER)
-    assert list(document["scenarios"]) == SCENARIOS
+    scenarios = SCENARIOS[backend]
+    assert list(document["scenarios"]) == scenarios
     assert {name: outcome["status"] for name, outcome in document["scenarios"].items()} == (
-        dict.fromkeys(SCENARIOS, "ok")
+        dict.fromkeys(scenarios, "ok")
     )
-    assert sorted({row["scenario"] for row in rows}) == sorted(SCENARIOS)
+    assert sorted({row["scenario"] for row in rows}) == sorted(scenarios)
     assert [row for row in rows if row["result"] == ERROR] == []
     assert {row["result"] for row in rows} <= {"pass", "FAIL", "info"}
 
@@ -51,5 +59,5 @@ def test_tiny_benchmark_measures_every_scenario(tmp_path: Path) -> None:
     machine = document["machine"]
     assert machine["nproc"] >= 1
     assert machine["python"] == sys.version.split()[0]
-    assert set(machine["packages"]) == {"aiohttp", "aiosqlite", "pandas", "numpy"}
+    assert set(machine["packages"]) == {"aiohttp", "aiosqlite", "asyncpg", "pandas", "numpy"}
     assert machine["sqlite"]

@@ -18,6 +18,7 @@ from service.consumer import Consumer
 from service.db import sqlite
 from service.db import sqlite_runs as db
 from service.db.sqlite import SqliteDatabase
+from service.events import RunEvents
 from service.leases import Leases
 from service.metrics import Metrics
 from service.models import Calculation, Status
@@ -36,7 +37,7 @@ async def pool(config: Config) -> AsyncIterator[KernelPool]:
 
 
 @pytest.fixture
-async def backend(conn: aiosqlite.Connection, config: Config) -> AsyncIterator[SqliteDatabase]:
+async def sqlite_db(conn: aiosqlite.Connection, config: Config) -> AsyncIterator[SqliteDatabase]:
     """The database as the app opens it, on the file `conn` has made ready."""
     async with sqlite.open_database(config) as database:
         yield database
@@ -50,9 +51,9 @@ async def started_leases(database: SqliteDatabase, max_attempts: int = 3) -> Lea
 
 
 @pytest.fixture
-async def consumer(backend: SqliteDatabase, pool: KernelPool) -> Consumer:
-    leases = await started_leases(backend)
-    return Consumer(backend, leases, pool, Metrics(), poll_interval=0.05)
+async def consumer(sqlite_db: SqliteDatabase, pool: KernelPool) -> Consumer:
+    leases = await started_leases(sqlite_db)
+    return Consumer(sqlite_db, RunEvents(), leases, pool, Metrics(), poll_interval=0.05)
 
 
 async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int:

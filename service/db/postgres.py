@@ -54,6 +54,7 @@ GONE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,  # shutting down, starting up
     asyncpg.InterfaceError,  # the connection was closed under the statement
+    asyncpg.InternalClientError,  # the same, seen by the protocol mid-statement
 )
 T = TypeVar("T")
 
@@ -67,7 +68,11 @@ async def open_database(config: Config, events: Events) -> AsyncIterator[Postgre
     """A pool on a ready database (schema applied), and this process listening."""
     try:
         pool = await asyncpg.create_pool(
-            **connection_settings(config.database_url), min_size=1, max_size=POOL_SIZE
+            # No floor: a pool that keeps one would reconnect in the background, and log
+            # each failure, all the while the server is away.
+            **connection_settings(config.database_url),
+            min_size=0,
+            max_size=POOL_SIZE,
         )
         async with pool.acquire() as conn:
             await apply_schema(conn)
