@@ -15,13 +15,25 @@ COLUMNS = (
 # What `insert_params` gives, in the order enqueue_calculation takes it (then `alone`).
 ENQUEUE_ARGS = ("name", "date_start", "date_fin", "lag", "seed", "key", "hash", "max_queued")
 ENQUEUE = "SELECT enqueue_calculation($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# A batch of creates: one array per argument (the same MAX_QUEUED for all), in order.
+ENQUEUE_MANY = """
+SELECT enqueue_calculation(name, date_start, date_fin, lag, seed, key, hash, $8, false)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::text[],
+            $7::text[])
+     WITH ORDINALITY AS batch(name, date_start, date_fin, lag, seed, key, hash, n)
+ORDER BY n
+"""
 
 GET_CALCULATION = f"SELECT {COLUMNS} FROM calculations WHERE id = $1"
 
 # octet_length() of a value stored out of line reads its pointer, not the value.
+# A result of one piece comes with the row, in the form asked for ($2: gzip), saving a trip.
 GET_WITH_SIZES = f"""
 SELECT {COLUMNS}, result_crc, octet_length(result) AS result_size,
-       octet_length(result_deflated) AS deflated_size
+       octet_length(result_deflated) AS deflated_size,
+       CASE WHEN $2 AND octet_length(result_deflated) <= $3 THEN result_deflated END
+           AS inline_deflated,
+       CASE WHEN NOT $2 AND octet_length(result) <= $3 THEN result END AS inline_result
 FROM calculations WHERE id = $1
 """
 
