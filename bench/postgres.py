@@ -73,7 +73,8 @@ class Server:
         )
 
     def stop(self, mode: str = "fast") -> None:
-        run_as_server_user(self._pg_ctl, "stop", "-w", "-m", mode, "-D", self._data)
+        if Path(self._data, "postmaster.pid").exists():  # else stopped already
+            run_as_server_user(self._pg_ctl, "stop", "-w", "-m", mode, "-D", self._data)
 
 
 @contextmanager

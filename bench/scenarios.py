@@ -13,6 +13,7 @@ from bench import procs
 from bench.harness import CREATE, SMALL_RUN, Context, read_db, say
 from bench.loadgen import WrkResult, checked, percentile, run_wrk
 from bench.report import Row, check_row, ratio_row
+from service.config import sqlite_path
 from service.db import utcnow
 
 INTAKE_BODY = json.dumps(SMALL_RUN)
@@ -187,7 +188,7 @@ async def large(ctx: Context) -> list[Row]:
     if await ctx.wait_ended(main, calc_id, timeout=60) != "done":
         raise RuntimeError("the large run did not end done")
     path = f"{CREATE}/{calc_id}"
-    ceiling = await ctx.ceiling("result", "--db", str(ctx.main_db), path=path)
+    ceiling = await ctx.ceiling("result", "--db", str(sqlite_path(ctx.main_db)), path=path)
     try:
         ours_body = await ctx.get_json(main.url(path), headers={"Accept-Encoding": "identity"})
         ceiling_body = await ctx.get_json(ceiling.url(path))

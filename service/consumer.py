@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CANCEL, TIME_LIMIT, SHUTDOWN = "cancel", "time limit", "shutdown"
 RETRY_DELAY = 1.0  # seconds between attempts to record an outcome while the database is down
+SHUTDOWN_PATIENCE = 5.0  # seconds a shutdown waits for the database to requeue a run
 
 
 class Consumer:
@@ -190,7 +191,10 @@ class Consumer:
         self, calc: Calculation, exc: Exception, outcome: Outcome, reason: str | None
     ) -> None:
         if reason == SHUTDOWN:
-            if await until_recorded(functools.partial(self._db.requeue, calc)):
+            # Not waited for long: a run left running by a process that is gone is rescued
+            # by the next process that looks (its pid no longer runs it).
+            requeue = functools.partial(self._db.requeue, calc)
+            if await until_recorded(requeue, patience=SHUTDOWN_PATIENCE):
                 log.info(
                     "calculation %d stopped by the shutdown, queued again", calc.id, extra=ids(calc)
                 )
@@ -215,12 +219,19 @@ class Consumer:
             self._metrics.finished(Status.FAILED, outcome.duration)
 
 
-async def until_recorded(write: Callable[[], Awaitable[bool]]) -> bool:
-    """A fenced write, tried again while the database is down: an outcome is never lost."""
+async def until_recorded(
+    write: Callable[[], Awaitable[bool]], patience: float | None = None
+) -> bool:
+    """A fenced write, tried again while the database is down (for up to `patience`
+    seconds, if given): an outcome is never lost."""
+    deadline = None if patience is None else time.monotonic() + patience
     while True:
         try:
             return await write()
         except db.DatabaseDown:
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("the database is down: the run is left to be rescued")
+                return False
             await asyncio.sleep(RETRY_DELAY)
 
 

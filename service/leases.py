@@ -150,7 +150,10 @@ class Leases:
 
     async def close(self) -> None:
         if self._computes:
-            await self._db.forget_worker(self.worker_id)
+            try:
+                await self._db.forget_worker(self.worker_id)
+            except db.DatabaseDown:  # its runs are found by their pid, or by the lease
+                log.warning("worker %d stops without a database to say so", self.worker_id)
 
 
 async def leases_context(app: web.Application) -> AsyncIterator[None]:

@@ -421,6 +421,12 @@ class ResultStore:
         )
         return self._loop.run_until_complete(self._store(args))
 
+    def close(self) -> None:
+        """Let go of the connection and the loop (a kernel process that ends needs not)."""
+        if self._conn is not None:
+            self._loop.run_until_complete(self._conn.close())
+        self._loop.close()
+
     async def _store(self, args: tuple[Any, ...]) -> bool:
         while True:
             try:

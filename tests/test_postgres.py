@@ -1,0 +1,204 @@
+"""The PostgreSQL backend's own parts, on a real server: the schema applied by instances
+starting together, notices across processes, the kernel processes' store (fenced, and
+retried after a lost answer), results read in pieces, and 503s while the server is away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import pytest
+from pytest_aiohttp import AiohttpClient
+
+import kernel
+from bench.postgres import throwaway_server
+from service.app import create_app
+from service.config import Config
+from service.db import Database, insert_params, open_database, postgres
+from service.events import RunEvents
+from service.leases import is_gone, this_host
+from service.models import Status, Worker
+from tests.conftest import SMALL_RUN, TEST_SERVER_SETTINGS, admin, on_database
+
+LARGE = (date(1800, 1, 1), date(2073, 10, 15), 1)  # 100,000 rows: several pieces
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgresql"
+
+
+def one_day(seed: int = 1) -> dict[str, Any]:
+    day = date(2024, 1, 1)
+    return insert_params(name="day", date_start=day, date_fin=day, lag=1, seed=seed)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_instances_starting_together_on_an_empty_database_all_start(
+    pg_server: str, config: Config
+) -> None:
+    name = f"together_{time.monotonic_ns()}"
+    admin(pg_server, f'CREATE DATABASE "{name}"')
+    url = on_database(pg_server, name)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            opened = await asyncio.gather(
+                *(
+                    stack.enter_async_context(open_database(Config(database_url=url), RunEvents()))
+                    for _ in range(6)
+                )
+            )
+            ids = [await database.insert(one_day(i)) for i, database in enumerate(opened)]
+            assert ids == [1, 2, 3, 4, 5, 6]
+    finally:
+        admin(pg_server, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def test_notices_tell_another_process_what_happened_to_runs(
+    config: Config, store: Database
+) -> None:
+    heard: list[str] = []
+    events = RunEvents()
+    events.on_queued.append(lambda: heard.append("queued"))
+    events.on_cancelled.append(lambda calc_id: heard.append(f"cancelled {calc_id}"))
+    async with open_database(config, events) as elsewhere:
+        assert events.shared
+        await until(lambda: "queued" in heard)  # told once it listens: look at the queue
+        heard.clear()
+        calc_id = await store.insert(one_day())
+        assert calc_id is not None
+        await until(lambda: heard == ["queued"])
+        with events.watch(calc_id) as ended:
+            claimed = await store.claim(0)
+            assert claimed is not None
+            assert await store.cancel(calc_id) is not None
+            await until(ended.is_set)
+        await until(lambda: heard == ["queued", f"cancelled {calc_id}"])
+        assert (await elsewhere.get(calc_id)) is not None
+
+
+async def test_the_kernel_processes_store_is_fenced_and_idempotent(
+    config: Config, store: Database
+) -> None:
+    calc_id = await store.insert(one_day())
+    assert calc_id is not None
+    claimed = await store.claim(0)
+    assert claimed is not None
+    output = kernel.run(claimed.date_start, claimed.date_fin, claimed.lag, claimed.seed, 0.0)
+    # Another attempt's write is refused; this attempt's is taken, and taken again when
+    # retried after a lost answer (the row is done by this very attempt).
+    stored = await asyncio.to_thread(
+        store_in_thread, config, [(calc_id, 2), (calc_id, 1), (calc_id, 1)], output
+    )
+    assert stored == [False, True, True]
+    done = await store.get(calc_id)
+    assert done is not None
+    assert (done.status, done.attempts) == (Status.DONE, 1)
+    assert done.result is not None
+    assert b"".join(done.result) == output.json
+
+
+async def test_a_large_result_is_read_back_in_pieces_in_every_form(
+    config: Config, store: Database
+) -> None:
+    calc_id = await store.insert(
+        insert_params(name="large", seed=3, lag=1, date_start=LARGE[0], date_fin=LARGE[1])
+    )
+    assert calc_id is not None
+    claimed = await store.claim(0)
+    assert claimed is not None
+    output = await asyncio.to_thread(kernel.run, *LARGE, 3, 0.0)
+    assert await asyncio.to_thread(store_in_thread, config, [(calc_id, 1)], output) == [True]
+
+    plain, gzip, csv = (
+        await store.get(calc_id),
+        await store.get(calc_id, "gzip"),
+        await store.csv(calc_id),
+    )
+    assert plain is not None
+    assert plain.result is not None
+    assert gzip is not None
+    assert gzip.deflated is not None
+    assert csv is not None
+    for pieces, whole in (
+        (plain.result, output.json),
+        (gzip.deflated.data, output.deflated),
+        (csv, output.csv.encode()),
+    ):
+        assert len(pieces) > 1
+        assert all(len(piece) <= postgres.PIECE for piece in pieces)
+        assert b"".join(pieces) == whole
+    assert (gzip.deflated.crc, gzip.deflated.size) == (output.crc, len(output.json))
+
+
+def store_in_thread(
+    config: Config, attempts: list[tuple[int, int]], output: kernel.Output
+) -> list[bool]:
+    """As a kernel process stores: synchronously, with a loop and a connection of its own."""
+    result_store = postgres.ResultStore(config.database_url)
+    try:
+        return [result_store.store(calc_id, attempt, output, 0.1) for calc_id, attempt in attempts]
+    finally:
+        result_store.close()
+
+
+def test_a_password_never_appears_in_messages() -> None:
+    assert postgres.redacted("postgresql://calc:s3cret@db:5432/calc") == (
+        "postgresql://calc:***@db:5432/calc"
+    )
+    assert postgres.redacted("postgresql://calc@db/calc") == "postgresql://calc@db/calc"
+
+
+def test_heartbeats_are_not_judged_without_a_lease_to_judge_by() -> None:
+    """Just after an outage (no lease to judge by yet) only the pid rule applies."""
+    stale = Worker(1, "elsewhere/boot", 1, 1, time.time() - 3600)
+    assert is_gone(stale, this_host(), time.time(), lease=15)
+    assert not is_gone(stale, this_host(), time.time(), lease=None)
+
+
+async def test_every_request_answers_503_while_the_server_is_away(
+    aiohttp_client: AiohttpClient, config: Config
+) -> None:
+    with throwaway_server(*TEST_SERVER_SETTINGS) as server:
+        settings = Config(
+            database_url=server.url, kernel_delay=0, poll_interval=0.05, shutdown_grace=0.5
+        )
+        app = create_app(settings)
+        client = await aiohttp_client(app)
+        created = await client.post("/api/v1/calculations", json=SMALL_RUN)
+        assert created.status == 201
+        await asyncio.to_thread(server.stop)
+        for method, path in [
+            ("POST", "/api/v1/calculations"),
+            ("GET", "/api/v1/calculations"),
+            ("GET", "/api/v1/calculations/1"),
+            ("GET", "/api/v1/calculations/1?wait=5"),
+            ("GET", "/api/v1/calculations/1/result.csv"),
+            ("POST", "/api/v1/calculations/1/cancel"),
+            ("GET", "/metrics"),
+            ("GET", "/pingpong/traces"),
+        ]:
+            started = time.monotonic()
+            resp = await client.request(method, path, json=SMALL_RUN if method == "POST" else None)
+            assert resp.status == 503, (method, path)
+            assert resp.headers["Retry-After"] == "2"
+            assert (await resp.json())["error"]["code"] == "database_unavailable"
+            assert time.monotonic() - started < 10
+        health = await client.get("/health")
+        assert (health.status, (await health.json())["database"]) == (503, "error: DatabaseDown")
+        await asyncio.to_thread(server.start)
+        again = await client.post("/api/v1/calculations", json=SMALL_RUN)
+        assert again.status == 201  # reconnected by itself
+        waited = await client.get("/api/v1/calculations/1?wait=30")
+        assert (await waited.json())["status"] == "done"  # the run from before the outage
+        await asyncio.to_thread(server.stop)
+        await client.close()  # a shutdown with the database away ends too
