@@ -14,6 +14,7 @@ from service.config import Config
 from tests.conftest import SMALL_RUN, app_client, create, wait_for_terminal
 
 Client = TestClient[Any, Any]
+ON_BOTH_BACKENDS = True  # see conftest
 
 
 async def status_of(client: Client, calc_id: int) -> str:

@@ -12,7 +12,6 @@ from random import Random
 from typing import Any
 
 import aiohttp
-import aiosqlite
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -20,10 +19,11 @@ from pytest_aiohttp import AiohttpClient, AiohttpRawServer, AiohttpServer
 
 from service.app import create_app
 from service.config import Config
-from service.db import sqlite_traces as db
+from service.db import Database
 from tests.conftest import app_client, free_port, wait_until_up
 
 Client = TestClient[Any, Any]
+ON_BOTH_BACKENDS = True  # see conftest
 HISTORICAL_KICK = {"name": "payload", "d;5Digits": [], "avg": None, "max": None, "min": None}
 PARTNER = {"a": "b", "b": "a"}
 
@@ -308,7 +308,7 @@ async def test_running_trace_and_shutdown_records_the_forward_in_flight_as_inter
     aiohttp_client: AiohttpClient,
     aiohttp_raw_server: AiohttpRawServer,
     pingpong: Config,
-    conn: aiosqlite.Connection,
+    store: Database,
 ) -> None:
     arrived, release = asyncio.Event(), asyncio.Event()
 
@@ -335,7 +335,7 @@ async def test_running_trace_and_shutdown_records_the_forward_in_flight_as_inter
     assert (await get_json(client, "/pingpong/traces"))["items"][0]["status"] == "running"
     await client.close()  # runs the cleanup contexts: the forward is cancelled
     release.set()
-    [hop] = await db.list_hops(conn, trace_id)
+    [hop] = await store.list_hops(trace_id)
     assert (hop.outcome, hop.partner_status) == ("interrupted", None)
     assert hop.detail == "a shut down before b answered"
 

@@ -30,7 +30,7 @@ import asyncpg
 
 import kernel
 from service.config import Config
-from service.db import DatabaseDown, DatabaseUnavailable, Form
+from service.db import DatabaseDown, DatabaseUnavailable, Form, utcnow
 from service.db import postgres_sql as sql
 from service.events import RunEvents as Events
 from service.models import Calculation, Deflated, Hop, Pieces, Status, Summary, Trace, Worker
@@ -274,7 +274,7 @@ class PostgresDatabase:
         self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
     ) -> bool:
         seconds = None if duration is None else round(duration, 6)
-        args = (calc.id, calc.attempts, error, seconds)
+        args = (calc.id, calc.attempts, error, seconds, ended_at or utcnow())
         return await self._row(sql.MARK_FAILED, *args) is not None
 
     async def requeue(self, calc: Calculation) -> bool:

@@ -79,9 +79,13 @@ SET status = 'done', result = $3, result_deflated = $4, result_crc = $5, result_
 # was lost with the connection finds the row done already.
 STORED_BY = "SELECT 1 FROM calculations WHERE id = $1 AND attempts = $2 AND status = 'done'"
 
+# $5: when the worker saw the attempt end, by its clock (it frees the slot first, and the
+# next run may start meanwhile), kept between the run's start and the database's now: the
+# ISO-8601 texts of one shape compare as times.
 MARK_FAILED = f"""
 UPDATE calculations
-SET status = 'failed', error = $3, duration = $4, finished_at = utc_text()
+SET status = 'failed', error = $3, duration = $4,
+    finished_at = greatest(started_at, least(utc_text(), $5::text))
 {FENCE}
 """
 
