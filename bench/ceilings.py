@@ -167,6 +167,7 @@ INSERT INTO calculations (name, date_start, date_fin, lag, seed, created_at)
 VALUES ({}, {}, {}, {}, {}, {}) RETURNING id
 """
 PG_POOL = 10
+PG_SELECT_RESULT = "SELECT result FROM calculations WHERE id = $1"
 
 
 def pg_params(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -217,6 +218,29 @@ def asyncpg_app(url: str) -> web.Application:
     return pg_app(insert, context)
 
 
+def asyncpg_result_app(url: str) -> web.Application:
+    """large's ceiling on PostgreSQL: the stored result by id, through asyncpg, sent as it is."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        import asyncpg
+
+        async with asyncpg.create_pool(url, min_size=PG_POOL, max_size=PG_POOL) as pool:
+            app[POOL] = pool
+            yield
+
+    async def get(request: web.Request) -> web.Response:
+        calc_id = int(request.match_info["calc_id"])
+        body = await request.app[POOL].fetchval(PG_SELECT_RESULT, calc_id)
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.cleanup_ctx.append(context)
+    app.router.add_get(r"/api/v1/calculations/{calc_id:\d+}", get)
+    return app
+
+
 def psycopg_app(url: str) -> web.Application:
     sql = PG_INSERT.format(*["%s"] * 6)
 
@@ -243,6 +267,7 @@ def psycopg_app(url: str) -> web.Application:
 PG_APPS: dict[str, Callable[[str], web.Application]] = {
     "pg-asyncpg": asyncpg_app,
     "pg-psycopg": psycopg_app,
+    "pg-result": asyncpg_result_app,
 }
 
 APPS: dict[str, Callable[[Path | None], web.Application]] = {

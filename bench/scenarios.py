@@ -188,7 +188,10 @@ async def large(ctx: Context) -> list[Row]:
     if await ctx.wait_ended(main, calc_id, timeout=60) != "done":
         raise RuntimeError("the large run did not end done")
     path = f"{CREATE}/{calc_id}"
-    ceiling = await ctx.ceiling("result", "--db", str(sqlite_path(ctx.main_db)), path=path)
+    if ctx.pg is None:
+        ceiling = await ctx.ceiling("result", "--db", str(sqlite_path(ctx.main_db)), path=path)
+    else:  # the stored result through the same driver, from the same database
+        ceiling = await ctx.ceiling("pg-result", "--url", ctx.main_db, path=path)
     try:
         ours_body = await ctx.get_json(main.url(path), headers={"Accept-Encoding": "identity"})
         ceiling_body = await ctx.get_json(ceiling.url(path))

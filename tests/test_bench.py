@@ -19,7 +19,7 @@ SCENARIOS = {
         "intake", "queue", "latency", "large", "list", "responsive", "memory", "start",
         "drivers", "scaling",
     ],
-    "postgresql": ["intake", "queue", "latency", "responsive", "memory", "scaling"],
+    "postgresql": ["intake", "queue", "latency", "large", "responsive", "memory", "scaling"],
 }  # fmt: skip
 
 
