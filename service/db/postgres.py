@@ -84,9 +84,11 @@ async def open_database(config: Config, events: Events) -> AsyncIterator[Postgre
         ) from None
     listener = Listener(config.database_url, events)
     listening = asyncio.create_task(listener.run(), name="listener")
+    database = PostgresDatabase(pool)
     try:
-        yield PostgresDatabase(pool)
+        yield database
     finally:
+        await database.drain()
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
@@ -146,10 +148,13 @@ class PostgresDatabase:
 
     async def _read(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """A read, asked once more on a fresh connection when the first was broken: after
-        a restart of the server, each pooled connection fails once."""
+        a restart of the server, each pooled connection fails once. A server that cannot be
+        reached (refused, timed out) is not asked twice: the 503 comes as soon."""
         try:
             return await self._run(use)
-        except DatabaseDown:
+        except DatabaseDown as exc:
+            if isinstance(exc.__cause__, OSError):
+                raise
             return await self._run(use)
 
     async def _row(self, query: str, *args: Any) -> asyncpg.Record | None:
@@ -165,6 +170,11 @@ class PostgresDatabase:
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         return await answer
+
+    async def drain(self) -> None:
+        """Until the creates asked for are written (or refused)."""
+        if self._flushing is not None:
+            await self._flushing
 
     async def _flush(self) -> None:
         try:
