@@ -92,21 +92,7 @@ async def queue(ctx: Context) -> list[Row]:
     await ctx.wait_idle(main)
     n = ctx.settings.queue_runs
     wall, _ = await ctx.kernel_ceiling(n)
-    connector = aiohttp.TCPConnector(limit=ctx.settings.queue_in_flight)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def post() -> int:
-            async with session.post(main.url(CREATE), json=SMALL_RUN) as resp:
-                if resp.status != 201:
-                    raise RuntimeError(f"POST: {resp.status} {(await resp.text())[:200]}")
-                calc_id: int = (await resp.json())["id"]
-                return calc_id
-
-        started = time.perf_counter()
-        ids = await asyncio.gather(*(post() for _ in range(n)))
-        await ctx.wait_ended(main, max(ids), timeout=ctx.settings.scenario_timeout)
-        await ctx.wait_idle(main)
-        elapsed = time.perf_counter() - started
+    ids, elapsed = await post_until_idle(ctx, main, n)
     done = read_db(
         ctx.main_db,
         "SELECT count(*) FROM calculations WHERE id BETWEEN ? AND ? AND status = 'done'",
@@ -124,6 +110,26 @@ async def queue(ctx: Context) -> list[Row]:
         ),
         check_row("queue", "queue: every run done", done == n, f"{done:,} done", f"{n:,}", "all"),
     ]
+
+
+async def post_until_idle(ctx: Context, server: procs.Server, n: int) -> tuple[list[int], float]:
+    """`n` small runs posted at once (queue_in_flight at a time): their ids, and the seconds
+    from the first POST until the last has ended and nothing is queued or running."""
+    connector = aiohttp.TCPConnector(limit=ctx.settings.queue_in_flight)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post() -> int:
+            async with session.post(server.url(CREATE), json=SMALL_RUN) as resp:
+                if resp.status != 201:
+                    raise RuntimeError(f"POST: {resp.status} {(await resp.text())[:200]}")
+                calc_id: int = (await resp.json())["id"]
+                return calc_id
+
+        started = time.perf_counter()
+        ids = await asyncio.gather(*(post() for _ in range(n)))
+        await ctx.wait_ended(server, max(ids), timeout=ctx.settings.scenario_timeout)
+        await ctx.wait_idle(server)
+        return ids, time.perf_counter() - started
 
 
 async def latency(ctx: Context) -> list[Row]:

@@ -9,7 +9,8 @@ the backend: `sqlite:///…` (the default, embedded) or `postgresql://…`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -56,6 +57,65 @@ def insert_params(
         "key": idempotency_key,
         "hash": request_hash,
     }
+
+
+Answer = asyncio.Future[int | None]
+
+
+class GroupCommit:
+    """Creates in batches, for either backend: the inserts asked for while one batch is being
+    written all go in the next, so that concurrent creates share one trip and one commit.
+    `write` inserts a batch in order and returns each run's id (None where nothing was
+    inserted); each insert stays its own check of the queue limit and the idempotency key,
+    and none is answered before its batch has committed. A batch that fails is written again
+    one by one, so that one bad insert fails only itself; a database that is down fails them
+    all at once."""
+
+    def __init__(
+        self, write: Callable[[list[dict[str, Any]]], Awaitable[list[int | None]]]
+    ) -> None:
+        self._write_batch = write
+        self._waiting: list[tuple[dict[str, Any], Answer]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def insert(self, params: dict[str, Any]) -> int | None:
+        answer: Answer = asyncio.get_running_loop().create_future()
+        self._waiting.append((params, answer))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await answer
+
+    async def drain(self) -> None:
+        """Until the creates asked for are written (or refused)."""
+        if self._flushing is not None:
+            await self._flushing
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._write(batch)
+        finally:
+            self._flushing = None
+
+    async def _write(self, batch: list[tuple[dict[str, Any], Answer]]) -> None:
+        try:
+            ids = await self._write_batch([params for params, _ in batch])
+        except DatabaseDown as exc:
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(DatabaseDown(*exc.args))
+            return
+        except Exception as exc:
+            if len(batch) > 1:
+                for one in batch:
+                    await self._write([one])
+            elif not batch[0][1].done():
+                batch[0][1].set_exception(exc)
+            return
+        for (_, answer), calc_id in zip(batch, ids, strict=True):
+            if not answer.done():
+                answer.set_result(calc_id)
 
 
 class Database(Protocol):

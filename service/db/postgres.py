@@ -30,7 +30,7 @@ import asyncpg
 
 import kernel
 from service.config import Config
-from service.db import DatabaseDown, DatabaseUnavailable, Form, utcnow
+from service.db import DatabaseDown, DatabaseUnavailable, Form, GroupCommit, utcnow
 from service.db import postgres_sql as sql
 from service.events import RunEvents as Events
 from service.models import Calculation, Deflated, Hop, Pieces, Status, Summary, Trace, Worker
@@ -134,8 +134,7 @@ class PostgresDatabase:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[int | None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._creates = GroupCommit(self._enqueue)
 
     async def _run(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`use` on a connection of the pool. A server that is gone or does not answer
@@ -165,46 +164,17 @@ class PostgresDatabase:
         written all go in the next, one statement and one commit for them all. Measured:
         each commit that notifies holds the server's notification lock while it ends, so
         creates committed one by one reached 34 % of a bare INSERT's rate."""
-        answer: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((params, answer))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
-        return await answer
+        return await self._creates.insert(params)
 
     async def drain(self) -> None:
-        """Until the creates asked for are written (or refused)."""
-        if self._flushing is not None:
-            await self._flushing
+        await self._creates.drain()
 
-    async def _flush(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                await self._write(batch)
-        finally:
-            self._flushing = None
-
-    async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[int | None]]]) -> None:
-        try:
-            if len(batch) == 1:
-                ids = [await self._run(functools.partial(enqueue_one, batch[0][0]))]
-            else:
-                ids = await self._run(functools.partial(enqueue_many, [p for p, _ in batch]))
-        except DatabaseDown as exc:
-            for _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(DatabaseDown(*exc.args))
-            return
-        except Exception as exc:
-            if len(batch) > 1:  # one by one: a bad insert, or the queue near its limit
-                for one in batch:
-                    await self._write([one])
-            elif not batch[0][1].done():
-                batch[0][1].set_exception(exc)
-            return
-        for (_, answer), calc_id in zip(batch, ids, strict=True):
-            if not answer.done():
-                answer.set_result(calc_id)
+    async def _enqueue(self, batch: list[dict[str, Any]]) -> list[int | None]:
+        """One create alone; several in one statement, refused whole near MAX_QUEUED (and
+        then written one by one, each taking the limit's lock alone)."""
+        if len(batch) == 1:
+            return [await self._run(functools.partial(enqueue_one, batch[0]))]
+        return await self._run(functools.partial(enqueue_many, batch))
 
     async def claim(self, worker_id: int) -> Calculation | None:
         row = await self._row(sql.CLAIM_NEXT, worker_id)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 import kernel
-from service.db import Form, utcnow
+from service.db import Form, GroupCommit, utcnow
 from service.models import Calculation, Deflated, Pieces, Status, Summary, Worker
 
 log = logging.getLogger(__name__)
@@ -278,16 +278,14 @@ class Queue:
         self._path = db_path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue")
         self._conn: sqlite3.Connection | None = None
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[int | None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._creates = GroupCommit(self._insert_many)
 
     async def open(self) -> None:
         self._conn = await in_thread(self._thread, connect_worker, self._path)
         self._conn.row_factory = sqlite3.Row
 
     async def close(self) -> None:
-        if self._flushing is not None:
-            await self._flushing
+        await self._creates.drain()
         if self._conn is not None:
             await in_thread(self._thread, self._conn.close)
         self._thread.shutdown()
@@ -295,11 +293,7 @@ class Queue:
     async def insert(self, params: dict[str, Any]) -> int | None:
         """The id of the new queued run (`insert_params`); None if the queue is full or the
         idempotency key is taken."""
-        answer: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((params, answer))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
-        return await answer
+        return await self._creates.insert(params)
 
     async def claim(self, worker_id: int) -> Calculation | None:
         """The oldest queued run, now running for this worker (one more attempt); None if
@@ -307,30 +301,9 @@ class Queue:
         assert self._conn is not None, "open() first"
         return await in_thread(self._thread, claim_next, self._conn, worker_id)
 
-    async def _flush(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                await self._write(batch)
-        finally:
-            self._flushing = None
-
-    async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[int | None]]]) -> None:
+    async def _insert_many(self, batch: list[dict[str, Any]]) -> list[int | None]:
         assert self._conn is not None, "open() first"
-        try:
-            ids = await in_thread(
-                self._thread, insert_many, self._conn, [params for params, _ in batch]
-            )
-        except Exception as exc:
-            if len(batch) > 1:  # written again one by one: one bad insert fails only itself
-                for one in batch:
-                    await self._write([one])
-            elif not batch[0][1].done():
-                batch[0][1].set_exception(exc)
-            return
-        for (_, answer), calc_id in zip(batch, ids, strict=True):
-            if not answer.done():
-                answer.set_result(calc_id)
+        return await in_thread(self._thread, insert_many, self._conn, batch)
 
 
 async def in_thread(thread: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
