@@ -236,9 +236,9 @@ def psycopg_connect(url: str) -> Any:
     return psycopg.connect(url, autocommit=True)
 
 
-def read_db(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def run_db(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """One statement on a database (parameters written `?`), beside the server that has it
-    open; its rows."""
+    open: its rows, or for a write the rows it changed (as one row)."""
     if is_postgres(url):
         with contextlib.closing(psycopg_connect(url)) as conn:
             cursor = conn.execute(sql.replace("?", "%s").encode(), params)

@@ -15,7 +15,7 @@ import aiohttp
 
 from bench import procs
 from bench.ceilings import SCHEMA
-from bench.harness import CREATE, Context, read_db, say
+from bench.harness import CREATE, Context, run_db, say
 from bench.loadgen import WrkResult, checked, percentile, run_wrk, start_wrk, stop_wrk
 from bench.report import Row, check_row, ratio_row
 
@@ -192,7 +192,7 @@ async def responsive(ctx: Context) -> list[Row]:
                 load.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 fetched = await load
-    done = read_db(
+    done = run_db(
         ctx.main_db,
         "SELECT count(*) FROM calculations WHERE id BETWEEN ? AND ? AND status = 'done'",
         (min(ids), max(ids)),

@@ -6,7 +6,7 @@ kernel processes: what perfect scaling of the one-process ceiling would give."""
 from __future__ import annotations
 
 from bench import procs
-from bench.harness import SMALL_RUN, Context, read_db, say
+from bench.harness import SMALL_RUN, Context, run_db, say
 from bench.report import Row, check_row, ratio_row
 from bench.scenarios import post_until_idle
 
@@ -56,7 +56,7 @@ async def layout_rate(ctx: Context, layout: tuple[int, ...], n: int) -> tuple[fl
         await ctx.wait_ended(api, max(warm), timeout=60)
         await ctx.wait_idle(api)
         ids, elapsed = await post_until_idle(ctx, api, n)
-        [(done,)] = read_db(
+        [(done,)] = run_db(
             url,
             "SELECT count(*) FROM calculations WHERE id BETWEEN ? AND ? AND status = 'done'",
             (min(ids), max(ids)),

@@ -10,7 +10,7 @@ import time
 import aiohttp
 
 from bench import procs
-from bench.harness import CREATE, SMALL_RUN, Context, read_db, say
+from bench.harness import CREATE, SMALL_RUN, Context, run_db, say
 from bench.loadgen import WrkResult, checked, percentile, run_wrk
 from bench.report import Row, check_row, ratio_row
 from service.config import sqlite_path
@@ -43,12 +43,12 @@ async def intake(ctx: Context) -> list[Row]:
         top = await intake_load(ctx, ceiling)
     finally:
         ctx.stop(ceiling)
-    before = read_db(ctx.main_db, "SELECT coalesce(max(id), 0) FROM calculations")[0][0]
+    before = run_db(ctx.main_db, "SELECT coalesce(max(id), 0) FROM calculations")[0][0]
     load = asyncio.create_task(intake_load(ctx, main))
     await asyncio.sleep(ctx.settings.warm_rss_after)
     ctx.record_warm_rss(f"{ctx.settings.warm_rss_after:g} s into our intake run")
     ours = await load
-    rows = read_db(ctx.main_db, "SELECT count(*) FROM calculations WHERE id > ?", (before,))[0][0]
+    rows = run_db(ctx.main_db, "SELECT count(*) FROM calculations WHERE id > ?", (before,))[0][0]
     say(f"intake: ours {ours.rps:.0f} req/s, ceiling {top.rps:.0f} req/s, {rows} rows")
     cancelled = await cancel_backlog(ctx, main)
     created, other = ours.count(201, 202), sum(ours.statuses.values()) - ours.count(200, 300)
@@ -81,7 +81,7 @@ async def cancel_backlog(ctx: Context, server: procs.Server) -> int:
     """Cancel what intake left queued, as another program may (the table is the queue)."""
 
     sql = "UPDATE calculations SET status = 'cancelled', finished_at = ? WHERE status = 'queued'"
-    [(count,)] = await asyncio.to_thread(read_db, ctx.main_db, sql, (utcnow(),))
+    [(count,)] = await asyncio.to_thread(run_db, ctx.main_db, sql, (utcnow(),))
     await ctx.wait_idle(server)
     return count
 
@@ -93,7 +93,7 @@ async def queue(ctx: Context) -> list[Row]:
     n = ctx.settings.queue_runs
     wall, _ = await ctx.kernel_ceiling(n)
     ids, elapsed = await post_until_idle(ctx, main, n)
-    done = read_db(
+    done = run_db(
         ctx.main_db,
         "SELECT count(*) FROM calculations WHERE id BETWEEN ? AND ? AND status = 'done'",
         (min(ids), max(ids)),

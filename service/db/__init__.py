@@ -235,7 +235,6 @@ async def open_database(config: Config, events: Events) -> AsyncIterator[Databas
     if is_postgres(config.database_url):
         from service.db import postgres
 
-        events.shared = True
         async with postgres.open_database(config, events) as database:
             yield database
         return

@@ -83,6 +83,7 @@ async def open_database(config: Config, events: Events) -> AsyncIterator[Postgre
             f"the database {redacted(config.database_url)} cannot be reached: {exc}"
         ) from None
     listener = Listener(config.database_url, events)
+    events.shared = True  # what other processes do is told here from now on
     listening = asyncio.create_task(listener.run(), name="listener")
     database = PostgresDatabase(pool)
     try:
