@@ -3,12 +3,15 @@ and every anchor it names is a heading of that file."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until_up
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -83,3 +86,45 @@ def test_each_document_starts_with_what_it_covers_under_its_one_title() -> None:
 
 def test_the_readme_stays_a_front_door() -> None:
     assert len((ROOT / "README.md").read_text().splitlines()) <= 220
+
+
+def tour_commands() -> list[str]:
+    """The shell lines of the README's tour of the API, as a reader pastes them."""
+    tour = (ROOT / "README.md").read_text().partition("## A tour of the API")[2]
+    tour = tour.partition("\n## ")[0]
+    blocks = re.findall(r"```sh\n(.*?)```", tour, re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def untracked() -> set[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return set(listed.stdout.split())
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="a checkout is what the tour runs in")
+async def test_the_readme_tour_run_as_written_leaves_no_new_file_in_the_checkout(
+    start_server: Any,
+) -> None:
+    commands = tour_commands()
+    assert any("result.csv" in line for line in commands)
+    before = untracked()
+    _, base_url = start_server({})
+    await wait_until_up(base_url)
+    port = base_url.rpartition(":")[2]
+    script = "\n".join(commands).replace("localhost:8080", f"localhost:{port}")
+    saved = ROOT / "var" / "calculation-1.csv"
+    try:
+        ran = await asyncio.to_thread(
+            subprocess.run, ["bash", "-e", "-c", script], cwd=ROOT, capture_output=True
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert saved.read_text().startswith("date,liquid,oil,water,wct")
+    finally:
+        saved.unlink(missing_ok=True)
+    assert untracked() == before
