@@ -14,6 +14,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import numpy as np
     import pandas as pd
 
@@ -71,7 +73,7 @@ def water_cut(liquid: np.ndarray[Any, Any], water: np.ndarray[Any, Any]) -> np.n
 
 
 class Output(NamedTuple):
-    """A result in the forms it is served in, made once in the worker process.
+    """A result in the forms it is stored and served in, made once in the worker process.
 
     `deflated` is `json` as raw deflate blocks ending on a sync flush (byte-aligned, not
     final), with `crc` the CRC-32 of `json`: the server splices it between blocks of its own
@@ -81,7 +83,6 @@ class Output(NamedTuple):
     json: bytes
     deflated: bytes
     crc: int
-    csv: str
 
 
 def columns_of(frame: pd.DataFrame) -> list[list[Any]]:
@@ -105,13 +106,40 @@ def deflate_for_splicing(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
-def to_csv(columns: list[list[Any]]) -> str:
-    """CSV of `columns_of(frame)` with a header row; numbers as in the JSON, an empty cell
-    where the JSON has null."""
-    lines = [",".join(COLUMNS)]
-    for day, *values in zip(*columns, strict=True):
-        lines.append(",".join([day, *("" if v is None else repr(v) for v in values)]))
-    return "\r\n".join(lines) + "\r\n"
+CSV_HEADER = ",".join(COLUMNS).encode() + b"\r\n"
+# What turns the JSON of one row into its CSV line, in order: the keys go, null becomes an
+# empty cell, and the numbers stay the text they are in the JSON.
+JSON_TO_CSV = (
+    (b'{"date":"', b""),
+    (b'","liquid":', b","),
+    (b',"oil":', b","),
+    (b',"water":', b","),
+    (b',"wct":', b","),
+    (b"null", b""),
+    (b"}", b"\r\n"),
+)
+
+
+def csv_of_records_json(pieces: Iterable[bytes]) -> list[bytes]:
+    """The CSV of `to_records_json`'s text, given in pieces, a piece of CSV for each: rows
+    cut by a piece's end wait for the next. The CSV is not stored: it is made again from
+    the JSON each time it is asked for, which is what `to_records_json` wrote."""
+    out, pending = [CSV_HEADER], b""
+    for piece in pieces:
+        text = pending + piece
+        end = text.rfind(b"}") + 1  # after the last whole row
+        pending = text[end:]
+        out.append(csv_lines(text[:end]))
+    return out
+
+
+def csv_lines(rows: bytes) -> bytes:
+    """`{...},{...}` rows of the JSON (the list's brackets and commas between rows left
+    out too) as CSV lines."""
+    rows = rows.lstrip(b"[,").replace(b"},{", b"}{")
+    for old, new in JSON_TO_CSV:
+        rows = rows.replace(old, new)
+    return rows
 
 
 def run(date_start: date, date_fin: date, lag: int, seed: int, delay: float = 0.0) -> Output:
@@ -120,6 +148,4 @@ def run(date_start: date, date_fin: date, lag: int, seed: int, delay: float = 0.
         time.sleep(delay)
     columns = columns_of(calculate(date_start, date_fin, lag, seed))  # once, for both forms
     data = to_records_json(columns)
-    return Output(
-        json=data, deflated=deflate_for_splicing(data), crc=zlib.crc32(data), csv=to_csv(columns)
-    )
+    return Output(json=data, deflated=deflate_for_splicing(data), crc=zlib.crc32(data))

@@ -1,4 +1,6 @@
--- The whole database schema. Applied at every start-up, so every statement is re-runnable.
+-- The schema of a new SQLite file, at the latest schema version (migrate.py records it).
+-- A file made by an earlier release is brought here by the numbered migrations in
+-- service/db/migrations/sqlite/ instead; tests/test_migrations.py checks both end the same.
 -- The calculations table is also the queue: a row moves queued -> running -> done | failed.
 
 CREATE TABLE IF NOT EXISTS calculations (
@@ -20,13 +22,17 @@ CREATE TABLE IF NOT EXISTS calculations (
     idempotency_key TEXT,
     request_hash    TEXT,
     worker_id   INTEGER,  -- workers.id of the process computing it, while running
-    result_crc  INTEGER,  -- CRC-32 of result
+    result_crc  INTEGER,  -- CRC-32 of the result's JSON
+    result_size INTEGER,  -- length of the result's JSON
     -- The large columns come last, so that reading any other column never walks their
-    -- overflow pages; each is read by walking the pages of those before it, so the smallest
-    -- and most read (gzip is what browsers ask for) comes first.
-    result_deflated BLOB, -- result, compressed once for gzip answers (see kernel.Output)
-    result      BLOB,     -- JSON in UTF-8, served as it is
-    result_csv  TEXT      -- the same rows as CSV
+    -- overflow pages; each is read by walking the pages of those before it, so the most read
+    -- (gzip is what browsers ask for) comes first.
+    result_deflated BLOB, -- the result's JSON in UTF-8, deflated once (see kernel.Output);
+                          -- its CSV is made from it when asked for
+    -- Rows stored before schema version 3 held the JSON and CSV as they are as well; the
+    -- background rewrite (service/maintenance.py) empties these two.
+    result      BLOB,
+    result_csv  TEXT
 );
 
 -- The processes that compute runs. Each records a heartbeat; a run whose process is gone
@@ -49,6 +55,12 @@ CREATE INDEX IF NOT EXISTS calculations_listed_by_status
     ON calculations (status, created_at, id, name);
 CREATE UNIQUE INDEX IF NOT EXISTS calculations_idempotency_key
     ON calculations (idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- Deletes by age (RETENTION, and DELETE with finished_before): the finished runs, oldest first.
+CREATE INDEX IF NOT EXISTS calculations_finished ON calculations (finished_at)
+    WHERE status IN ('done', 'failed', 'cancelled');
+-- Runs stored before schema version 3, still to be rewritten.
+CREATE INDEX IF NOT EXISTS calculations_uncompacted ON calculations (id)
+    WHERE result IS NOT NULL;
 
 -- How many runs are in each status, kept by triggers in the same transaction as the change,
 -- so that totals, the queue depth and the MAX_QUEUED check cost one row read, not a scan.
@@ -106,3 +118,6 @@ CREATE TABLE IF NOT EXISTS pingpong_hops (
     payload         TEXT NOT NULL,     -- the payload as received, JSON text
     PRIMARY KEY (trace_id, hop)
 );
+
+-- A file made from this script is at the latest schema version (service/db/migrate.py).
+PRAGMA user_version = 3;

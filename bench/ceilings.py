@@ -4,7 +4,8 @@
 
 - `bare`: an aiohttp app with one route, `GET /health` (the start-up ceiling);
 - `intake`: `POST /api/v1/calculations`: parse the JSON body, one INSERT (autocommit), 201 + id;
-- `result`: `GET /api/v1/calculations/{id}`: the stored `result` text, sent as it is;
+- `result`: `GET /api/v1/calculations/{id}`: the result's JSON stored as it is (`keep_plain_copy`),
+  sent as it is;
 - `list`: `GET /api/v1/calculations?page&per_page&order&status`: one indexed OFFSET query;
 - `pg-asyncpg`, `pg-psycopg` (`--url` of a PostgreSQL server): `POST /api/v1/calculations`:
   parse the JSON body, one `INSERT ... RETURNING id` through a pool of `PG_POOL` connections
@@ -17,9 +18,12 @@ Heavy imports wait until a kind needs them, so that `bare` starts like a bare ai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import secrets
+import sqlite3
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -39,7 +43,10 @@ INSERT = """
 INSERT INTO calculations (name, date_start, date_fin, lag, seed, created_at)
 VALUES (?, ?, ?, ?, ?, ?)
 """
-SELECT_RESULT = "SELECT result FROM calculations WHERE id = ?"
+# The ceiling of a large GET is the service as it was before results were kept compact: the
+# JSON stored as it is, and sent as it is. `keep_plain_copy` stores that copy beside ours.
+PLAIN_COPIES = "CREATE TABLE IF NOT EXISTS ceiling_results (id bigint PRIMARY KEY, body bytea)"
+SELECT_RESULT = "SELECT body FROM ceiling_results WHERE id = ?"
 LIST = {
     (order, filtered): "SELECT id, name, created_at, status FROM calculations"
     + (" WHERE status = ?" if filtered else "")
@@ -47,6 +54,37 @@ LIST = {
     for order in ("ASC", "DESC")
     for filtered in (False, True)
 }
+
+
+def keep_plain_copy(database: str | Path, calc_id: int) -> tuple[int, int]:
+    """Store the run's result JSON as it is, where the large ceiling reads it: inflated from
+    what our service stored (a SQLite file, or a PostgreSQL URL). The sizes of what our
+    service stores of it, and of that JSON."""
+    if isinstance(database, Path):
+        with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as conn:
+            [(stored,)] = conn.execute(SELECT_STORED.replace("%s", "?"), (calc_id,))
+            plain = inflated(stored)
+            conn.execute(PLAIN_COPIES.replace("bytea", "BLOB"))
+            conn.execute(INSERT_COPY.replace("%s", "?"), (calc_id, plain))
+        return len(stored), len(plain)
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as pg:
+        row = pg.execute(SELECT_STORED, (calc_id,)).fetchone()
+        assert row is not None
+        plain = inflated(row[0])
+        pg.execute(PLAIN_COPIES)
+        pg.execute(INSERT_COPY, (calc_id, plain))
+    return len(row[0]), len(plain)
+
+
+SELECT_STORED = "SELECT result_deflated FROM calculations WHERE id = %s"
+INSERT_COPY = "INSERT INTO ceiling_results (id, body) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+
+
+def inflated(stored: bytes) -> bytes:
+    """The stored blocks end on a sync flush, not a finished stream: zlib.decompress refuses."""
+    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(stored)
 
 
 def bare_app(db: Path | None) -> web.Application:
@@ -106,9 +144,7 @@ def result_app(db: Path | None) -> web.Application:
         rows = list(await request.app[DB].execute_fetchall(SELECT_RESULT, (calc_id,)))
         if not rows or rows[0][0] is None:
             raise web.HTTPNotFound()
-        stored = rows[0][0]  # JSON text, or its UTF-8 bytes in a BLOB
-        body = stored if isinstance(stored, bytes) else stored.encode()
-        return web.Response(body=body, content_type="application/json")
+        return web.Response(body=rows[0][0], content_type="application/json")
 
     assert db is not None
     app = web.Application()
@@ -167,7 +203,7 @@ INSERT INTO calculations (name, date_start, date_fin, lag, seed, created_at)
 VALUES ({}, {}, {}, {}, {}, {}) RETURNING id
 """
 PG_POOL = 10
-PG_SELECT_RESULT = "SELECT result FROM calculations WHERE id = $1"
+PG_SELECT_RESULT = "SELECT body FROM ceiling_results WHERE id = $1"
 
 
 def pg_params(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -230,10 +266,10 @@ def asyncpg_result_app(url: str) -> web.Application:
 
     async def get(request: web.Request) -> web.Response:
         calc_id = int(request.match_info["calc_id"])
-        body = await request.app[POOL].fetchval(PG_SELECT_RESULT, calc_id)
-        if body is None:
+        stored = await request.app[POOL].fetchval(PG_SELECT_RESULT, calc_id)
+        if stored is None:
             raise web.HTTPNotFound()
-        return web.Response(body=body, content_type="application/json")
+        return web.Response(body=stored, content_type="application/json")
 
     app = web.Application()
     app.cleanup_ctx.append(context)

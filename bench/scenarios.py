@@ -9,7 +9,7 @@ import time
 
 import aiohttp
 
-from bench import procs
+from bench import ceilings, procs
 from bench.harness import CREATE, SMALL_RUN, Context, run_db, say
 from bench.loadgen import WrkResult, checked, percentile, run_wrk
 from bench.report import Row, check_row, ratio_row
@@ -194,6 +194,9 @@ async def large(ctx: Context) -> list[Row]:
     if await ctx.wait_ended(main, calc_id, timeout=60) != "done":
         raise RuntimeError("the large run did not end done")
     path = f"{CREATE}/{calc_id}"
+    stored_in = sqlite_path(ctx.main_db) if ctx.pg is None else ctx.main_db
+    stored, plain_json = await asyncio.to_thread(ceilings.keep_plain_copy, stored_in, calc_id)
+    csv_bytes, _ = await body_size(ctx, main.url(f"{path}/result.csv"), "identity")
     if ctx.pg is None:
         ceiling = await ctx.ceiling("result", "--db", str(sqlite_path(ctx.main_db)), path=path)
     else:  # the stored result through the same driver, from the same database
@@ -212,8 +215,9 @@ async def large(ctx: Context) -> list[Row]:
     gzip = await fetch_load(ctx, main.url(path), "Accept-Encoding: gzip")
     rows = len(ceiling_body)
     say(f"large: ours {ours.rps:.0f} req/s, gzip {gzip.rps:.0f}, ceiling {top.rps:.0f}")
+    # A plain answer inflates the stored JSON each time; the ceiling sends the JSON as it is.
     plain_row = ratio_row(
-        "large", f"large result ({rows:,} rows): GET/s", ours.rps, top.rps, "req/s", at_least=0.8
+        "large", f"large result ({rows:,} rows): GET/s", ours.rps, top.rps, "req/s", at_least=0.2
     )
     gzip_row = ratio_row(
         "large",
@@ -232,4 +236,15 @@ async def large(ctx: Context) -> list[Row]:
         at_most=0.4,
         note=f"Content-Encoding: {encoding}",
     )
-    return [checked(plain_row, ours, top), size_row, checked(gzip_row, gzip, top)]
+    # What a run kept before results were compact: its JSON, the deflated copy and its CSV.
+    kept_before = plain_json + stored + csv_bytes
+    stored_row = ratio_row(
+        "large",
+        "large result: bytes stored per run, vs JSON + deflated + CSV as kept before",
+        stored,
+        kept_before,
+        "bytes",
+        at_most=0.25,
+        note=f"{stored / rows:.1f} B a row, {kept_before / rows:.1f} before",
+    )
+    return [checked(plain_row, ours, top), size_row, checked(gzip_row, gzip, top), stored_row]

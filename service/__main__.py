@@ -31,6 +31,7 @@ HELP = {
     "max_attempts": "starts after which a run interrupted by crashes is failed",
     "lease": "seconds without a heartbeat after which a worker's runs are queued again",
     "max_queued": "queued runs beyond which a create answers 429",
+    "retention": "seconds an ended run is kept before it is deleted (0: every run is kept)",
     "api_token": "bearer token required by /api/v1, /metrics and /pingpong (empty: open)",
     "client_timeout": "seconds a client may take to send a request head or body, or stall"
     " reading its answer; also how long an idle connection is kept",

@@ -16,6 +16,7 @@ from service.events import RunEvents
 from service.keys import CONFIG, EVENTS, METRICS
 from service.leases import leases_context
 from service.logs import add_request_id, request_log_middleware
+from service.maintenance import maintenance_context
 from service.metrics import Metrics, metrics_middleware
 from service.parser import validation_middleware
 from service.pingpong import pingpong_context, setup_pingpong_routes
@@ -42,10 +43,11 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.extend([add_request_id, add_security_headers, watch_answer])
     app.cleanup_ctx.append(clients_context)
     # Torn down in reverse: the consumer stops, then the pool, then the database closes.
+    app.cleanup_ctx.extend([db_context, maintenance_context])
     if config.computes:
-        app.cleanup_ctx.extend([db_context, pool_context, leases_context, consumer_context])
+        app.cleanup_ctx.extend([pool_context, leases_context, consumer_context])
     else:  # it still looks for gone workers: any live process rescues their runs
-        app.cleanup_ctx.extend([db_context, leases_context])
+        app.cleanup_ctx.append(leases_context)
     setup_routes(app, config.serves_api)
     if config.serves_api:
         app.cleanup_ctx.append(pingpong_context)  # stops its forwards before the database closes

@@ -1,5 +1,6 @@
 """gzip answers around a result compressed once: only the few bytes around it are compressed
-per request, and the CRC-32 of the whole is combined from the parts' CRCs."""
+per request, and the CRC-32 of the whole is combined from the parts' CRCs; and the plain
+bytes of what is stored deflated."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import functools
 import struct
 import zlib
 
-from service.models import Deflated
+import kernel
+from service.models import Deflated, Pieces
 
 # No file name, no modification time, unknown OS: the same bytes for the same body.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -26,6 +28,24 @@ def gzip_parts(prefix: bytes, body: Deflated, suffix: bytes) -> list[bytes]:
     )
     size = (len(prefix) + body.size + len(suffix)) & 0xFFFFFFFF
     return [GZIP_HEADER + start, *body.data, end + struct.pack("<II", crc, size)]
+
+
+def inflate(pieces: Pieces, piece: int) -> Pieces:
+    """What raw deflate blocks (a finished stream, or blocks ending on a sync flush) hold, in
+    pieces of at most `piece` bytes. Stored results are deflated: this is a plain answer."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = []
+    for data in pieces:
+        while data:
+            out.append(inflater.decompress(data, piece))
+            data = inflater.unconsumed_tail
+    out.append(inflater.flush())  # what a long match left to copy after the last input
+    return tuple(chunk for chunk in out if chunk)
+
+
+def csv_of(deflated: Pieces, piece: int) -> Pieces:
+    """The CSV of a result stored as its deflated JSON: the CSV is not stored."""
+    return tuple(kernel.csv_of_records_json(inflate(deflated, piece)))
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

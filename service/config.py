@@ -68,6 +68,7 @@ class Config:
     max_attempts: int = 3
     lease: float = 15.0  # seconds without a heartbeat after which a worker is taken for gone
     max_queued: int = 10_000
+    retention: float = 0.0  # seconds an ended run is kept; 0 keeps every run
     api_token: str | None = None
     # How long a client may take to send a request head or body, or to read on while its
     # answer waits to be written; an idle kept-alive connection is closed after it too.
@@ -100,6 +101,8 @@ class Config:
             raise ValueError(f"MAX_ATTEMPTS must be at least 1, got {self.max_attempts}")
         if self.max_queued < 1:
             raise ValueError(f"MAX_QUEUED must be at least 1, got {self.max_queued}")
+        if self.retention < 0:
+            raise ValueError(f"RETENTION must not be negative, got {self.retention}")
         if self.client_timeout <= 0:
             raise ValueError(f"CLIENT_TIMEOUT must be positive, got {self.client_timeout}")
         if self.log_format not in ("text", "json"):

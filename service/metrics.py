@@ -28,6 +28,12 @@ class Metrics:
             "Runs queued again or failed because their worker was gone.",
             registry=self.registry,
         )
+        self.runs_deleted = Counter(
+            "calculations_deleted",
+            "Runs deleted, by reason: a DELETE request, or the retention.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.queued = Gauge("calculations_queued", "Runs waiting.", registry=self.registry)
         self.running = Gauge("calculations_running", "Runs computing.", registry=self.registry)
         self.kernel_seconds = Histogram(
@@ -67,6 +73,9 @@ class Metrics:
         self.runs_finished.labels(status.value).inc()
         if duration is not None:
             self.kernel_seconds.observe(duration)
+
+    def deleted(self, count: int, reason: str) -> None:
+        self.runs_deleted.labels(reason).inc(count)
 
     def render(self, queued: int, running: int) -> bytes:
         self.queued.set(queued)

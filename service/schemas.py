@@ -15,7 +15,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from service.models import Status
+from service.models import TERMINAL, Status
 
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # What a number in a query string may look like: int() and float() also read Arabic-Indic or
@@ -203,6 +203,37 @@ class ListQuery(Schema):
         metadata={"description": "By launch date: desc (newest first) or asc."},
     )
     status = fields.Enum(Status, by_value=True)
+
+
+class DeleteQuery(Schema):
+    status = fields.Enum(
+        Status,
+        by_value=True,
+        validate=validate.OneOf(
+            sorted(TERMINAL),
+            error="Only ended runs are deleted by filter: done, failed or cancelled.",
+        ),
+        metadata={"description": "Delete only ended runs of this status."},
+    )
+    finished_before = fields.AwareDateTime(
+        metadata={
+            "description": "Delete only runs that ended before this time: ISO 8601 with a"
+            " time zone, such as `2026-01-31T00:00:00Z` (a `+` is sent as `%2B`)."
+        }
+    )
+
+    @validates_schema
+    def a_filter_is_given(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError(
+                "Give status, finished_before or both: a DELETE without a filter would"
+                " delete every ended run.",
+                "_schema",
+            )
+
+
+class Deleted(Schema):
+    deleted = fields.Integer(required=True, metadata={"description": "How many runs."})
 
 
 class CalculationPage(Schema):

@@ -50,7 +50,10 @@ CSV_HEADER = ["date", "liquid", "oil", "water", "wct"]
 PG_TEST_URL = os.environ.get("PG_TEST_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ("sqlite", "postgresql")
 # The throwaway server may lose its last commits in a crash of the machine: tests need speed.
-TEST_SERVER_SETTINGS = ("fsync=off", "full_page_writes=off", "max_connections=200")
+# Autovacuum looks every second, not every minute, so that a test sees it within its time.
+TEST_SERVER_SETTINGS = (
+    "fsync=off", "full_page_writes=off", "max_connections=200", "autovacuum_naptime=1"
+)  # fmt: skip
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

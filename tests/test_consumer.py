@@ -64,15 +64,14 @@ async def insert(conn: aiosqlite.Connection, lag: int = 1, days: int = 0) -> int
 
 
 async def stored_result(conn: aiosqlite.Connection, calc_id: int) -> bytes | None:
-    rows = list(
-        await conn.execute_fetchall("SELECT result FROM calculations WHERE id = ?", (calc_id,))
-    )
-    result: bytes | None = rows[0][0]
-    return result
+    """The result's JSON as stored: deflated, read back as another program would."""
+    sql = "SELECT result_deflated FROM calculations WHERE id = ?"
+    stored = next(iter(await conn.execute_fetchall(sql, (calc_id,))))[0]
+    return None if stored is None else zlib.decompressobj(-zlib.MAX_WBITS).decompress(stored)
 
 
 def output(data: bytes) -> kernel.Output:
-    return kernel.Output(data, kernel.deflate_for_splicing(data), zlib.crc32(data), "")
+    return kernel.Output(data, kernel.deflate_for_splicing(data), zlib.crc32(data))
 
 
 def store(config: Config, calc: Calculation, data: bytes) -> bool:

@@ -80,20 +80,6 @@ async def test_counts_follow_every_change(conn: aiosqlite.Connection, config: Co
         assert await total(reader, Status.QUEUED) == 2
 
 
-async def test_counts_are_rebuilt_for_a_database_made_without_them(config: Config) -> None:
-    async with db.connect(config.db_path, config.schema_path) as conn:
-        await insert_runs(conn, 3)
-        await claim_run(conn)
-        await conn.execute("DROP TABLE calculation_counts")
-    async with (
-        db.connect(config.db_path, config.schema_path) as conn,
-        reading(config.db_path) as reader,
-    ):
-        assert reader.count_by_status() == await real_counts(conn)
-        assert await total(reader, Status.QUEUED) == 2
-        assert await total(reader, Status.RUNNING) == 1
-
-
 @pytest.mark.parametrize("per_page", [1, 3, 10, 23, 30])
 @pytest.mark.parametrize("descending", [False, True])
 @pytest.mark.parametrize("near", [0, 5, 1000])  # which pages take the one-statement path

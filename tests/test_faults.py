@@ -96,7 +96,7 @@ async def test_kill_restart_harness_keeps_every_promise(start_server: Any, tmp_p
     attempts = [a for (a,) in database(db, "SELECT attempts FROM calculations")]
     assert max(attempts) <= MAX_ATTEMPTS, why
     without_result = database(
-        db, "SELECT id FROM calculations WHERE status = 'done' AND result IS NULL"
+        db, "SELECT id FROM calculations WHERE status = 'done' AND result_deflated IS NULL"
     )
     assert without_result == [], why
     lines = json_log_lines(tmp_path / "server.log")

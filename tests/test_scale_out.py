@@ -159,8 +159,9 @@ async def test_a_worker_paused_past_its_lease_cannot_overwrite_the_rerun(
     assert finished < 1.5  # the rerun's (no delay), not the paused attempt's 2 s
 
 
-async def test_a_cancel_through_one_api_stops_the_run_another_worker_computes(
-    start_server: Any, database_url: str, tmp_path: Path
+@pytest.mark.parametrize("stop", ["cancel", "delete"])
+async def test_a_cancel_or_delete_through_one_api_stops_the_run_another_worker_computes(
+    start_server: Any, database_url: str, tmp_path: Path, stop: str
 ) -> None:
     apis, workers = await start_processes(start_server, 2, 3, KERNEL_DELAY="60")
     async with aiohttp.ClientSession() as session:
@@ -170,16 +171,25 @@ async def test_a_cancel_through_one_api_stops_the_run_another_worker_computes(
         third_id = worker_id(database_url, third.pid)
         [target] = [i for i, (_, _, w) in runs(database_url).items() if w == third_id]
         before = children(third.pid)  # its kernel process, and multiprocessing's tracker
-        async with session.post(f"{apis[0]}/api/v1/calculations/{target}/cancel") as resp:
-            assert resp.status == 200
+        url = f"{apis[0]}/api/v1/calculations/{target}"
+        request = session.post(f"{url}/cancel") if stop == "cancel" else session.delete(url)
+        async with request as resp:
+            assert resp.status == (200 if stop == "cancel" else 204)
         sent = time.monotonic()
         await until(lambda: not all(running(pid) for pid in before), 10, step=0.01)
         stopped_after = time.monotonic() - sent
-    print(f"kernel stopped {stopped_after:.3f} s after the cancel")
+        # The worker's next run starts at once, in the slot the stopped kernel left.
+        fourth = await post(session, apis[1], seed=4)
+        await until(lambda: runs(database_url)[fourth][0] == "running", 10)
+    print(f"kernel stopped {stopped_after:.3f} s after the {stop}")
     assert stopped_after < 1.0  # the promise: within a second, on whichever worker
     rows = runs(database_url)
-    assert rows[target][0] == "cancelled"
+    if stop == "cancel":
+        assert rows[target][0] == "cancelled"
+    else:
+        assert target not in rows
     assert [rows[i][0] for i in ids if i != target] == ["running", "running"]
+    assert rows[fourth][2] == third_id
     log = (tmp_path / "worker3.log").read_text()
     assert f"calculation {target} cancelled while running" in log
 

@@ -18,12 +18,16 @@ def setup_routes(app: web.Application, serves_api: bool) -> None:
 def setup_api_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/calculations", calculations.create_calculation)
     app.router.add_get("/api/v1/calculations", calculations.list_calculations)
+    app.router.add_delete("/api/v1/calculations", calculations.delete_calculations)
     # At most 18 ASCII digits (`\d` takes Arabic-Indic or fullwidth ones too): every such id
     # fits SQLite's INTEGER; longer ones are simply not found.
     app.router.add_get(
         r"/api/v1/calculations/{calc_id:[0-9]{1,18}}",
         calculations.get_calculation,
         name="calculation",
+    )
+    app.router.add_delete(
+        r"/api/v1/calculations/{calc_id:[0-9]{1,18}}", calculations.delete_calculation
     )
     app.router.add_post(
         r"/api/v1/calculations/{calc_id:[0-9]{1,18}}/cancel", calculations.cancel_calculation

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import random
+from datetime import UTC
 from typing import Any
 
 from aiohttp import web
@@ -35,12 +36,15 @@ from service.schemas import (
     CalculationQuery,
     CalculationRequest,
     CreateHeaders,
+    Deleted,
+    DeleteQuery,
     ErrorOut,
     ListQuery,
 )
 
 log = logging.getLogger(__name__)
 
+DELETE_BATCH = 200  # runs a filtered DELETE removes per statement
 CHUNK = 256 * 1024  # bodies larger than this are streamed, a part at a time
 CLIENT_CHECK = 0.5  # seconds between looks at a waiting request's connection and run
 ELSEWHERE_CHECK = 0.1  # the same, where the end of a run computed elsewhere is not told
@@ -231,6 +235,51 @@ async def cancel_calculation(request: web.Request) -> web.StreamResponse:
     request.app[METRICS].finished(Status.CANCELLED)
     log.info("calculation %d cancelled", calc_id, extra={"calc_id": calc_id})
     return await send_calculation(request, calc, ())
+
+
+@docs(
+    tags=["calculations"],
+    summary="Delete a calculation",
+    description="Whatever its status: a queued run never starts, a running run's kernel is"
+    " stopped as by a cancel. Its result, CSV and record are gone; its id is never given"
+    " again.",
+    responses={**NOT_FOUND, 204: {"description": "Deleted."}},
+)
+async def delete_calculation(request: web.Request) -> web.StreamResponse:
+    calc_id = int(request.match_info["calc_id"])
+    status = await request.app[DB].delete(calc_id)
+    if status is None:
+        raise CalculationNotFound(f"calculation {calc_id} does not exist")
+    if status not in TERMINAL:  # as for a cancel: another process's kernel, by the database
+        request.app[EVENTS].cancelled(calc_id)
+        request.app[EVENTS].ended(calc_id)
+    request.app[METRICS].deleted(1, "request")
+    log.info("calculation %d deleted (it was %s)", calc_id, status, extra={"calc_id": calc_id})
+    return web.Response(status=204)
+
+
+@docs(
+    tags=["calculations"],
+    summary="Delete ended calculations by filter",
+    description="Deletes the done, failed or cancelled runs that match every filter given;"
+    " queued and running runs are never deleted this way. At least one filter is needed.",
+    responses=INVALID,
+)
+@querystring_schema(DeleteQuery)
+@response_schema(Deleted, 200)
+async def delete_calculations(request: web.Request) -> web.Response:
+    query = request["querystring"]
+    status, before = query.get("status"), query.get("finished_before")
+    before_text = None if before is None else before.astimezone(UTC).isoformat("T", "microseconds")
+    deleted = 0
+    while True:  # a batch at a time: other writes pass between them
+        batch = await request.app[DB].delete_finished(status, before_text, DELETE_BATCH)
+        deleted += batch
+        if batch < DELETE_BATCH:
+            break
+    request.app[METRICS].deleted(deleted, "request")
+    log.info("deleted %d ended calculation(s) by filter", deleted)
+    return web.json_response({"deleted": deleted})
 
 
 async def send_calculation(

@@ -154,6 +154,21 @@ class Database(Protocol):
     async def cancelled_among(self, calc_ids: list[int]) -> list[int]:
         """Which of these runs are cancelled."""
 
+    async def delete(self, calc_id: int) -> Status | None:
+        """Delete the run, whatever its status; the status it had, None if there is none."""
+
+    async def delete_finished(self, status: Status | None, before: str | None, limit: int) -> int:
+        """Delete at most `limit` ended runs, oldest first, of this status (any ended one if
+        None) and ended before this time (ISO text, UTC); how many."""
+
+    async def prune(self, before: str, limit: int) -> int | None:
+        """One batch of the retention: `delete_finished` of any ended status; None when
+        another process is pruning (PostgreSQL)."""
+
+    async def compact(self, limit: int) -> int:
+        """Store at most `limit` runs kept the old way (their JSON and CSV as they are, beside
+        the deflated JSON) the compact way, the deflated JSON alone; how many."""
+
     async def mark_failed(
         self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
     ) -> bool:

@@ -9,7 +9,8 @@ server shared by any number of processes on any number of machines, through asyn
 - Results are `bytea` stored uncompressed out of line, and read back in pieces under
   `PIECE`, as on SQLite.
 
-The statements are in `postgres_sql`, the schema in `postgres.sql`.
+The statements are in `postgres_sql`, the schema in the numbered migrations of
+`migrations/postgres/` (`service.db.migrate`).
 """
 
 from __future__ import annotations
@@ -23,22 +24,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 
 import kernel
+from service.compression import csv_of, inflate
 from service.config import Config
 from service.db import DatabaseDown, DatabaseUnavailable, Form, GroupCommit, utcnow
 from service.db import postgres_sql as sql
+from service.db.migrate import migrate_postgres
 from service.events import RunEvents as Events
 from service.models import Calculation, Deflated, Hop, Pieces, Status, Summary, Trace, Worker
 
 log = logging.getLogger(__name__)
 
-SCHEMA = Path(__file__).with_name("postgres.sql")
-SCHEMA_LOCK = 7316200000  # the advisory lock instances starting together apply the schema under
 POOL_SIZE = 10
 CONNECT_TIMEOUT = 3.0  # seconds to open a connection
 # Seconds a statement may take, or a request wait for a free connection, before its request
@@ -47,6 +47,7 @@ COMMAND_TIMEOUT = 5.0
 LISTEN_CHECK = 5.0  # seconds between looks at the listening connection when nothing arrives
 RECONNECT_DELAY = 0.5  # seconds between attempts to reach a server that is gone
 PIECE = 256 * 1024 - 64  # as on SQLite: each piece stays under glibc's mmap threshold
+INLINE_INFLATE = 64 * 1024  # a plain result this small is inflated on the loop: less than a hop
 NEAR_LIMIT = "QL001"  # raised by enqueue_calculation near MAX_QUEUED: ask again, alone
 
 # What a server that is gone, restarting or cut off raises: the request gets a 503.
@@ -77,7 +78,7 @@ async def open_database(config: Config, events: Events) -> AsyncIterator[Postgre
             reset=without_reset,
         )
         async with pool.acquire() as conn:
-            await apply_schema(conn)
+            await migrate_postgres(conn, redacted(config.database_url))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(
             f"the database {redacted(config.database_url)} cannot be reached: {exc}"
@@ -108,17 +109,6 @@ async def without_reset(conn: asyncpg.Connection) -> None:
     only an open transaction is ended."""
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
-
-
-async def apply_schema(conn: asyncpg.Connection) -> None:
-    """The schema, by one process at a time: `CREATE … IF NOT EXISTS` run by two at once
-    can still collide on the catalog's unique keys."""
-    text = await asyncio.to_thread(SCHEMA.read_text)
-    await conn.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
-    try:
-        await conn.execute(text)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK)
 
 
 def redacted(url: str) -> str:
@@ -189,28 +179,35 @@ class PostgresDatabase:
         calc = Calculation.from_row(row)
         if calc.status is not Status.DONE:
             return calc
-        if gzip and row["deflated_size"] is not None:
-            data = await self._pieces("result_deflated", calc_id, row["deflated_size"], row)
-            deflated = Deflated(data, row["result_crc"], row["result_size"])
-            return replace(calc, deflated=deflated)
-        result = await self._pieces("result", calc_id, row["result_size"], row)
-        return replace(calc, result=result)
+        if row["plain_size"] is not None and not gzip:  # stored before schema version 2
+            result = await self._pieces("result", calc_id, row["plain_size"], row)
+            if result is not None:
+                return replace(calc, result=result)
+            return await self.get(calc_id, form)  # rewritten the compact way meanwhile
+        data = await self._pieces("result_deflated", calc_id, row["deflated_size"], row)
+        if data is None:  # deleted meanwhile
+            return None
+        if gzip:
+            return replace(calc, deflated=Deflated(data, row["result_crc"], row["result_size"]))
+        return replace(calc, result=await inflated(data, row["result_size"]))
 
     async def _pieces(
         self, column: str, calc_id: int, size: int, row: asyncpg.Record | None = None
-    ) -> Pieces:
+    ) -> Pieces | None:
         """A stored column in pieces under PIECE, in one statement: each piece is a slice
         the server reads from the column's own chunks. One that came with `row` already is
-        not asked for again."""
+        not asked for again. None if the column was emptied, or the row deleted, since
+        `size` was read."""
         inline = None if row is None else row[f"inline_{column.removeprefix('result_')}"]
         if inline is not None:
             return (inline,)
         if size <= PIECE:
             query = sql.COLUMN[column]
-            return (await self._read(lambda conn: conn.fetchval(query, calc_id)),)
+            value = await self._read(lambda conn: conn.fetchval(query, calc_id))
+            return None if value is None else (value,)
         query = sql.PIECES[column]
         rows = await self._read(lambda conn: conn.fetch(query, calc_id, PIECE))
-        return tuple(row[0] for row in rows)
+        return tuple(row[0] for row in rows) or None
 
     async def get_calculation(self, calc_id: int) -> Calculation | None:
         row = await self._read(lambda conn: conn.fetchrow(sql.GET_CALCULATION, calc_id))
@@ -221,8 +218,22 @@ class PostgresDatabase:
         return None if row is None else (Calculation.from_row(row), row["request_hash"])
 
     async def csv(self, calc_id: int) -> Pieces | None:
-        size = await self._read(lambda conn: conn.fetchval(sql.CSV_SIZE, calc_id))
-        return None if size is None else await self._pieces("result_csv", calc_id, size)
+        """As stored before schema version 2, else made from the deflated JSON (which rows of
+        every version have): a row emptied between the reads is still found."""
+        sizes = await self._read(lambda conn: conn.fetchrow(sql.CSV_SIZES, calc_id))
+        if sizes is None:
+            return None
+        plain, deflated = sizes
+        if plain is not None:
+            stored = await self._pieces("result_csv", calc_id, plain)
+            if stored is not None:
+                return stored
+        if deflated is None:
+            return None
+        data = await self._pieces("result_deflated", calc_id, deflated)
+        if data is None:
+            return None
+        return await asyncio.to_thread(csv_of, data, PIECE)
 
     async def list_calculations(
         self, *, limit: int, offset: int, descending: bool, status: Status | None
@@ -250,6 +261,33 @@ class PostgresDatabase:
     async def cancelled_among(self, calc_ids: list[int]) -> list[int]:
         rows = await self._read(lambda conn: conn.fetch(sql.CANCELLED_AMONG, calc_ids))
         return [row[0] for row in rows]
+
+    async def delete(self, calc_id: int) -> Status | None:
+        row = await self._row(sql.DELETE, calc_id)
+        return None if row is None else Status(row[0])
+
+    async def delete_finished(self, status: Status | None, before: str | None, limit: int) -> int:
+        value = status and status.value
+        done = await self._run(lambda conn: conn.execute(sql.DELETE_FINISHED, value, before, limit))
+        return int(done.split()[-1])  # "DELETE n"
+
+    async def prune(self, before: str, limit: int) -> int | None:
+        """One batch of the retention; None while another process holds the pruner's lock."""
+
+        async def batch(conn: asyncpg.Connection) -> int | None:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", sql.PRUNER_LOCK):
+                return None
+            try:
+                done = await conn.execute(sql.DELETE_FINISHED, None, before, limit)
+                return int(done.split()[-1])
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", sql.PRUNER_LOCK)
+
+        return await self._run(batch)
+
+    async def compact(self, limit: int) -> int:
+        done = await self._run(lambda conn: conn.execute(sql.COMPACT, limit))
+        return int(done.split()[-1])  # "UPDATE n"
 
     async def mark_failed(
         self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
@@ -343,6 +381,14 @@ async def enqueue_many(batch: list[dict[str, Any]], conn: asyncpg.Connection) ->
     return [None if row[0] is None else int(row[0]) for row in rows]
 
 
+async def inflated(deflated: Pieces, size: int) -> Pieces:
+    """The plain bytes of a stored deflated column; a large one inflated off the event loop
+    (zlib lets go of the GIL while it inflates)."""
+    if size <= INLINE_INFLATE:
+        return inflate(deflated, PIECE)
+    return await asyncio.to_thread(inflate, deflated, PIECE)
+
+
 class Listener:
     """This process's ear on the channel `calculations`: a connection of its own, outside
     the pool, that hands each notice to `events` and comes back by itself after the server
@@ -394,10 +440,9 @@ class ResultStore:
         args = (
             calc_id,
             attempt,
-            output.json,
+            len(output.json),
             output.deflated,
             output.crc,
-            output.csv.encode(),
             round(duration, 6),
         )
         return self._loop.run_until_complete(self._store(args))

@@ -1,5 +1,6 @@
 """The PostgreSQL backend's statements, one named constant each; `postgres.py` runs them.
-Timestamps come from the database's clock (`utc_text()`, `epoch_now()` in postgres.sql)."""
+Timestamps come from the database's clock (`utc_text()`, `epoch_now()`, made by
+migrations/postgres/0001_first_release.sql)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ ORDER BY n
 
 GET_CALCULATION = f"SELECT {COLUMNS} FROM calculations WHERE id = $1"
 
-# octet_length() of a value stored out of line reads its pointer, not the value.
+# octet_length() of a value stored out of line reads its pointer, not the value. A row stored
+# before schema version 2 has its JSON as it is (`plain_size`), and no result_size.
 # A result of one piece comes with the row, in the form asked for ($2: gzip), saving a trip.
 GET_WITH_SIZES = f"""
-SELECT {COLUMNS}, result_crc, octet_length(result) AS result_size,
-       octet_length(result_deflated) AS deflated_size,
-       CASE WHEN $2 AND octet_length(result_deflated) <= $3 THEN result_deflated END
-           AS inline_deflated,
+SELECT {COLUMNS}, result_crc, coalesce(result_size, octet_length(result)) AS result_size,
+       octet_length(result_deflated) AS deflated_size, octet_length(result) AS plain_size,
+       CASE WHEN ($2 OR result IS NULL) AND octet_length(result_deflated) <= $3
+            THEN result_deflated END AS inline_deflated,
        CASE WHEN NOT $2 AND octet_length(result) <= $3 THEN result END AS inline_result
 FROM calculations WHERE id = $1
 """
@@ -51,7 +53,9 @@ WHERE id = $1 ORDER BY start
 """
     for column in RESULT_COLUMNS
 }
-CSV_SIZE = "SELECT octet_length(result_csv) FROM calculations WHERE id = $1"
+CSV_SIZES = """
+SELECT octet_length(result_csv), octet_length(result_deflated) FROM calculations WHERE id = $1
+"""
 
 # The oldest queued run that no other claim holds; rows being claimed are skipped, never
 # waited for, so workers claiming together each take a different run, oldest first.
@@ -70,8 +74,8 @@ FENCE = "WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING id"
 
 MARK_DONE = f"""
 UPDATE calculations
-SET status = 'done', result = $3, result_deflated = $4, result_crc = $5, result_csv = $6,
-    duration = $7, finished_at = utc_text(), error = NULL
+SET status = 'done', result_size = $3, result_deflated = $4, result_crc = $5,
+    duration = $6, finished_at = utc_text(), error = NULL
 {FENCE}
 """
 
@@ -148,9 +152,37 @@ COUNT_CALCULATIONS = {
 
 COUNT_BY_STATUS = "SELECT status, sum(n) FROM calculation_counts GROUP BY status"
 
-CANCELLED_AMONG = (
-    "SELECT id FROM calculations WHERE id = ANY($1::bigint[]) AND status = 'cancelled'"
+# Cancelled, or deleted: either way its kernel is to stop.
+CANCELLED_AMONG = """
+SELECT id FROM unnest($1::bigint[]) AS asked (id)
+WHERE NOT EXISTS (SELECT 1 FROM calculations c WHERE c.id = asked.id AND c.status <> 'cancelled')
+"""
+
+DELETE = "DELETE FROM calculations WHERE id = $1 RETURNING status"
+
+# At most $3 finished runs, oldest first; SKIP LOCKED: two processes pruning at once (a
+# DELETE with filters beside the retention) take different rows instead of waiting.
+DELETE_FINISHED = """
+DELETE FROM calculations WHERE id IN (
+    SELECT id FROM calculations
+    WHERE status IN ('done', 'failed', 'cancelled')
+    AND ($1::text IS NULL OR status = $1)
+    AND ($2::text IS NULL OR finished_at < $2)
+    ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED
 )
+"""
+
+# Rows stored before results were kept compact (migration 2) lose their JSON and CSV as
+# they are, a few at a time.
+COMPACT = """
+UPDATE calculations
+SET result_size = octet_length(result), result = NULL, result_csv = NULL
+WHERE id IN (SELECT id FROM calculations WHERE result IS NOT NULL ORDER BY id LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+"""
+
+# One process prunes at a time: the others find this lock taken and skip their turn.
+PRUNER_LOCK = 7316200001
 
 HOP_COLUMNS = (
     "trace_id, hop, service, outcome, http_status, partner_status, detail,"

@@ -19,9 +19,12 @@ from service.db.sqlite_runs import (
     Queue,
     Reader,
     cancel,
+    compact,
     connect,
     connect_reader,
     connect_worker,
+    delete,
+    delete_finished,
     forget_worker,
     get_by_idempotency_key,
     heartbeat,
@@ -110,6 +113,19 @@ class SqliteDatabase:
 
     async def cancelled_among(self, calc_ids: list[int]) -> list[int]:
         return self._reader.cancelled_among(calc_ids)
+
+    async def delete(self, calc_id: int) -> Status | None:
+        return await delete(self.writer, calc_id)
+
+    async def delete_finished(self, status: Status | None, before: str | None, limit: int) -> int:
+        return await delete_finished(self.writer, status, before, limit)
+
+    async def prune(self, before: str, limit: int) -> int | None:
+        # One file, whose writes take turns anyway: no lock of our own.
+        return await delete_finished(self.writer, None, before, limit)
+
+    async def compact(self, limit: int) -> int:
+        return await compact(self.writer, limit)
 
     async def mark_failed(
         self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None

@@ -1,4 +1,4 @@
-"""The SQLite backend's runs and workers: connections, schema loading, the `Queue` and the
+"""The SQLite backend's runs and workers: connections and their migration, the `Queue` and the
 `Reader`, and one function per SQL statement."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 import aiosqlite
 
 import kernel
+from service.compression import csv_of, inflate
 from service.db import Form, GroupCommit, utcnow
+from service.db.migrate import migrate_sqlite_file
 from service.models import Calculation, Deflated, Pieces, Status, Summary, Worker
 
 log = logging.getLogger(__name__)
@@ -60,10 +62,11 @@ SELECT {COLUMNS}, request_hash FROM calculations WHERE idempotency_key = :key
 
 GET_CALCULATION = f"SELECT {COLUMNS} FROM calculations WHERE id = :id"
 
-# length() of a BLOB comes from the row's header: the result itself is not read.
+# length() of a BLOB comes from the row's header: the result itself is not read. A row
+# stored before schema version 3 has its JSON as it is (`plain_size`), and no result_size.
 GET_CALCULATION_FOR_RESULT = f"""
-SELECT {COLUMNS}, result_crc, length(result) AS result_size,
-       length(result_deflated) AS deflated_size
+SELECT {COLUMNS}, result_crc, coalesce(result_size, length(result)) AS result_size,
+       length(result_deflated) AS deflated_size, length(result) AS plain_size
 FROM calculations WHERE id = :id
 """
 
@@ -82,9 +85,8 @@ FENCE = "WHERE id = :id AND attempts = :attempt AND status = 'running' RETURNING
 
 MARK_DONE = f"""
 UPDATE calculations
-SET status = 'done', result = :result, result_deflated = :deflated, result_crc = :crc,
-    result_csv = :csv, duration = :duration,
-    finished_at = :now, error = NULL
+SET status = 'done', result_deflated = :deflated, result_crc = :crc, result_size = :size,
+    duration = :duration, finished_at = :now, error = NULL
 {FENCE}
 """
 
@@ -162,9 +164,32 @@ COUNT_CALCULATIONS = {filtered: f"SELECT {total}" for filtered, total in TOTAL.i
 
 COUNT_BY_STATUS = "SELECT status, n FROM calculation_counts"
 
+# Cancelled, or deleted: either way its kernel is to stop.
 CANCELLED_AMONG = """
-SELECT id FROM calculations
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'cancelled'
+SELECT value FROM json_each(:ids)
+WHERE value NOT IN (SELECT id FROM calculations WHERE status <> 'cancelled')
+"""
+
+DELETE = "DELETE FROM calculations WHERE id = :id RETURNING status"
+
+# At most :limit finished runs, oldest first: one batch holds the writer for a few
+# milliseconds, however many runs match.
+DELETE_FINISHED = """
+DELETE FROM calculations WHERE id IN (
+    SELECT id FROM calculations
+    WHERE status IN ('done', 'failed', 'cancelled')
+    AND (:status IS NULL OR status = :status)
+    AND (:before IS NULL OR finished_at < :before)
+    ORDER BY finished_at LIMIT :limit
+)
+"""
+
+# Rows stored before results were kept compact (migration 3) lose their JSON and CSV as
+# they are, a few at a time: each row frees about four fifths of its pages.
+COMPACT = """
+UPDATE calculations
+SET result_size = length(CAST(result AS BLOB)), result = NULL, result_csv = NULL
+WHERE id IN (SELECT id FROM calculations WHERE result IS NOT NULL ORDER BY id LIMIT :limit)
 """
 
 
@@ -187,20 +212,17 @@ async def connect(db_path: Path, schema_path: Path) -> AsyncIterator[aiosqlite.C
     db_path.parent.mkdir(parents=True, exist_ok=True)
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
         conn.row_factory = aiosqlite.Row
-        await prepare(conn, schema_path)
+        await prepare(conn, db_path, schema_path)
         yield conn
 
 
-async def prepare(conn: aiosqlite.Connection, schema_path: Path) -> None:
+async def prepare(conn: aiosqlite.Connection, db_path: Path, schema_path: Path) -> None:
     await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await switch_to_wal(conn)
     # In WAL mode NORMAL loses no committed row when the process dies; only an OS crash
     # or power cut can drop the last commits, and it never corrupts the file.
     await conn.execute("PRAGMA synchronous = NORMAL")
-    await conn.executescript(await asyncio.to_thread(schema_path.read_text))
-    columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(calculations)")}
-    if "worker_id" not in columns:  # a file made before runs recorded their worker
-        await conn.execute("ALTER TABLE calculations ADD COLUMN worker_id INTEGER")
+    await asyncio.to_thread(migrate_sqlite_file, db_path, schema_path, BUSY_TIMEOUT_MS)
 
 
 async def switch_to_wal(conn: aiosqlite.Connection) -> None:
@@ -393,18 +415,27 @@ class Reader:
         calc = Calculation.from_row(row)
         if calc.status is not Status.DONE:
             return calc
-        if form == "gzip" and row["deflated_size"] is not None:
-            deflated = await self._blob("result_deflated", calc_id, row["deflated_size"])
-            if deflated is not None:
-                return replace(
-                    calc, deflated=Deflated(deflated, row["result_crc"], row["result_size"])
-                )
-        return replace(calc, result=await self._blob("result", calc_id, row["result_size"]))
+        if row["plain_size"] is not None and form == "plain":  # stored before version 3
+            plain = await self._blob("result", calc_id, row["plain_size"])
+            if plain is not None:
+                return replace(calc, result=plain)
+            # Rewritten the compact way since the row was read: its deflated copy is the same.
+            row = self._conn_here.execute(GET_CALCULATION_FOR_RESULT, {"id": calc_id}).fetchone()
+            if row is None:
+                return None
+        deflated = await self._blob("result_deflated", calc_id, row["deflated_size"])
+        if deflated is None:  # deleted meanwhile
+            return None
+        if form == "gzip":
+            return replace(calc, deflated=Deflated(deflated, row["result_crc"], row["result_size"]))
+        if row["result_size"] <= INLINE_MAX:
+            return replace(calc, result=inflate(deflated, PIECE))
+        return replace(calc, result=await in_thread(self._thread, inflate, deflated, PIECE))
 
     async def csv(self, calc_id: int) -> Pieces | None:
         """The stored CSV of a done run; None if there is none (yet)."""
         assert self._there is not None
-        return await in_thread(self._thread, read_blob, self._there, "result_csv", calc_id)
+        return await in_thread(self._thread, read_csv, self._there, calc_id)
 
     async def list_calculations(
         self,
@@ -482,6 +513,18 @@ def read_blob(conn: sqlite3.Connection, column: str, calc_id: int) -> Pieces | N
         return None
 
 
+def read_csv(conn: sqlite3.Connection, calc_id: int) -> Pieces | None:
+    """The CSV as stored before schema version 3, else made from the deflated JSON (which
+    rows of every version have): a row emptied between the two reads is still found."""
+    stored = read_blob(conn, "result_csv", calc_id)
+    if stored is not None:
+        return stored
+    deflated = read_blob(conn, "result_deflated", calc_id)
+    if deflated is None:
+        return None
+    return csv_of(deflated, PIECE)
+
+
 def read_page(
     conn: sqlite3.Connection, limit: int, offset: int, descending: bool, status: Status | None
 ) -> tuple[list[Summary], int]:
@@ -520,10 +563,9 @@ def store_result(
     params = {
         "id": calc_id,
         "attempt": attempt,
-        "result": output.json,
         "deflated": output.deflated,
         "crc": output.crc,
-        "csv": output.csv,
+        "size": len(output.json),
         "duration": round(duration, 6),
         "now": utcnow(),
     }
@@ -552,6 +594,27 @@ async def mark_failed(
 async def requeue(conn: aiosqlite.Connection, calc: Calculation) -> bool:
     """Put this attempt's run back in the queue, the attempt not counted."""
     return await _fenced(conn, REQUEUE, {"id": calc.id, "attempt": calc.attempts})
+
+
+async def delete(conn: aiosqlite.Connection, calc_id: int) -> Status | None:
+    """Delete the run; the status it had, None if there was no such run."""
+    row = await fetch_one(conn, DELETE, {"id": calc_id})
+    return Status(row[0]) if row else None
+
+
+async def delete_finished(
+    conn: aiosqlite.Connection, status: Status | None, before: str | None, limit: int
+) -> int:
+    """Delete at most `limit` finished runs that match, oldest first; how many."""
+    params = {"status": status and status.value, "before": before, "limit": limit}
+    cursor = await conn.execute(DELETE_FINISHED, params)
+    return cursor.rowcount
+
+
+async def compact(conn: aiosqlite.Connection, limit: int) -> int:
+    """Empty the old columns of at most `limit` rows stored before migration 3; how many."""
+    cursor = await conn.execute(COMPACT, {"limit": limit})
+    return cursor.rowcount
 
 
 async def cancel(conn: aiosqlite.Connection, calc_id: int) -> Calculation | None:

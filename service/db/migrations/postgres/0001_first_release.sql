@@ -1,6 +1,7 @@
--- The PostgreSQL schema: applied at every start-up under an advisory lock (see postgres.py),
--- so every statement is re-runnable and instances starting together on an empty database
--- apply it one after the other. The calculations table is also the queue, as on SQLite.
+-- Schema version 1 of PostgreSQL: the schema the first release with this backend made (it
+-- was applied at every start until commit 037111f, so its statements are re-runnable). A
+-- database with a calculations table and no schema_version is at this version. The
+-- calculations table is also the queue, as on SQLite.
 --
 -- Timestamps are ISO-8601 text in UTC from the database's clock, the shape SQLite stores:
 -- every process, on every machine, stamps runs with one clock, and the list serves them as
