@@ -361,6 +361,50 @@ async def test_cancel_button_cancels_or_says_why_not(start_server: Any, page: Pa
         await expect(page.locator("#run-view")).to_have_attribute("data-polling", "false")
 
 
+async def test_delete_button_asks_first_then_deletes_the_run(start_server: Any, page: Page) -> None:
+    base = await serve(start_server, KERNEL_DELAY="0")
+    ids = []
+    for name in ("kept", "doomed"):
+        answer = await page.request.post(
+            f"{base}/api/v1/calculations",
+            data={"date_start": "2024-01-01", "date_fin": "2024-01-31", "lag": 7, "name": name},
+        )
+        ids.append((await answer.json())["id"])
+    kept, doomed = ids
+    await page.goto(f"{base}/#/calculations/{doomed}")
+    await expect(page.locator("#run-badge")).to_have_text("done", timeout=LONG)
+    questions: list[str] = []
+
+    async def answer_dialog(dialog: Any, accept: bool) -> None:
+        questions.append(dialog.message)
+        await (dialog.accept() if accept else dialog.dismiss())
+
+    page.once("dialog", lambda dialog: answer_dialog(dialog, accept=False))
+    await page.get_by_role("button", name="Delete run").click()
+    async with asyncio.timeout(10):
+        while not questions:
+            await asyncio.sleep(0.02)
+    assert questions == [
+        f"Delete run #{doomed}? Its result and CSV are deleted with it; this cannot be undone."
+    ]
+    still = await page.request.get(f"{base}/api/v1/calculations/{doomed}")
+    assert still.status == 200  # dismissed: nothing deleted
+    await expect(page.locator("#run-title")).to_have_text("doomed")
+
+    page.once("dialog", lambda dialog: answer_dialog(dialog, accept=True))
+    await page.get_by_role("button", name="Delete run").click()
+
+    # Back on the list, which no longer holds it; the API agrees.
+    await expect(page).to_have_url(f"{base}/#/")
+    await expect(page.locator("#runs-body tr")).to_have_count(1)
+    await expect(page.locator("#runs-body")).to_contain_text("kept")
+    await expect(page.locator("#runs-body")).not_to_contain_text("doomed")
+    gone = await page.request.get(f"{base}/api/v1/calculations/{doomed}")
+    assert gone.status == 404
+    assert (await page.request.get(f"{base}/api/v1/calculations/{kept}")).status == 200
+    assert len(questions) == 2
+
+
 async def test_with_an_api_token_the_page_asks_for_it_once(start_server: Any, page: Page) -> None:
     base = await serve(start_server, API_TOKEN="s3cret", KERNEL_DELAY="0")
     auth = {"Authorization": "Bearer s3cret"}

@@ -103,6 +103,10 @@ export function cancelRun(id) {
   return request("POST", `${RUNS}/${id}/cancel`);
 }
 
+export function deleteRun(id) {
+  return request("DELETE", `${RUNS}/${id}`);
+}
+
 export function csvUrl(id) {
   return `${RUNS}/${id}/result.csv`;
 }

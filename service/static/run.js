@@ -5,6 +5,7 @@ import {
   ACTIVE,
   cancelRun,
   csvUrl,
+  deleteRun,
   describe,
   downloadCsv,
   getRun,
@@ -82,6 +83,8 @@ function renderRows(rows) {
 export function createRunView() {
   const cancelButton = byId("run-cancel");
   const cancelError = byId("run-cancel-error");
+  const deleteButton = byId("run-delete");
+  const deleteError = byId("run-delete-error");
   let id = null;
   let generation = 0;
   let timer = null;
@@ -115,6 +118,7 @@ export function createRunView() {
     show(byId("run-failure"), run.status === "failed");
     setText(byId("run-error"), run.error ?? "");
     show(byId("run-cancel-box"), ACTIVE.has(run.status));
+    show(deleteButton, true);
     if (run.status === "done" && Array.isArray(run.result) && chart === null) renderResult(run);
   }
 
@@ -169,6 +173,25 @@ export function createRunView() {
     if (target === id) await refresh();
   });
 
+  // Asked first: a deleted run, its result and its CSV cannot be brought back.
+  deleteButton.addEventListener("click", async () => {
+    const target = id;
+    const question = `Delete run #${target}? Its result and CSV are deleted with it; this cannot be undone.`;
+    if (!window.confirm(question)) return;
+    deleteButton.disabled = true;
+    show(deleteError, false);
+    try {
+      await deleteRun(target);
+      if (target === id) window.location.hash = "#/";
+    } catch (error) {
+      if (target !== id) return;
+      setText(deleteError, `Could not delete: ${describe(error)}`);
+      show(deleteError, true);
+    } finally {
+      deleteButton.disabled = false;
+    }
+  });
+
   /** Shows run `newId`, fetching it now and again while it is queued or running. */
   function load(newId) {
     if (newId !== id) {
@@ -181,6 +204,8 @@ export function createRunView() {
       show(byId("run-failure"), false);
       show(byId("run-cancel-box"), false);
       show(cancelError, false);
+      show(deleteButton, false);
+      show(deleteError, false);
       show(byId("run-load-error"), false);
       setText(byId("run-progress"), "");
       byId("run-view").dataset.polling = "false";
