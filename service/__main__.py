@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import fields, replace
 
@@ -12,6 +13,9 @@ from service import logs, memory
 from service.app import create_app
 from service.config import Config, field_type
 from service.db import DatabaseUnavailable
+from service.descriptors import raise_open_files_limit
+
+log = logging.getLogger("service")
 
 HELP = {
     "role": "all (API and kernels), api (API and page only) or worker (kernels, /health, /metrics)",
@@ -70,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"python -m service: {exc}")
     memory.configure()
     logs.configure(config.log_level, config.log_format)
+    before, after = raise_open_files_limit()
+    if after != before:
+        log.info("open files limit raised from %d to %d", before, after)
     # Our middleware logs each request once, with its request id; aiohttp's own log would
     # say it again. The shutdown timeout leaves the consumer's grace time to finish runs.
     # aiohttp's keep-alive timer starts when a connection opens and is not moved by bytes

@@ -10,6 +10,7 @@ from service.clients import clients_context, watch_answer
 from service.config import Config
 from service.consumer import consumer_context, pool_context, release_waiters
 from service.db import db_context
+from service.descriptors import descriptors_context
 from service.docs import setup_docs
 from service.errors import error_middleware
 from service.events import RunEvents
@@ -41,7 +42,7 @@ def create_app(config: Config) -> web.Application:
     app[EVENTS] = RunEvents()
     app.on_shutdown.append(release_waiters)
     app.on_response_prepare.extend([add_request_id, add_security_headers, watch_answer])
-    app.cleanup_ctx.append(clients_context)
+    app.cleanup_ctx.extend([descriptors_context, clients_context])
     # Torn down in reverse: the consumer stops, then the pool, then the database closes.
     app.cleanup_ctx.extend([db_context, maintenance_context])
     if config.computes:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 CANCEL, TIME_LIMIT, SHUTDOWN = "cancel", "time limit", "shutdown"
 RETRY_DELAY = 1.0  # seconds between attempts to record an outcome while the database is down
 SHUTDOWN_PATIENCE = 5.0  # seconds a shutdown waits for the database to requeue a run
+STORAGE_PAUSE = 5.0  # seconds without claims after a result found the disk full
 
 
 class Consumer:
@@ -57,6 +58,7 @@ class Consumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._swept = 0.0  # when runs cancelled elsewhere were last looked for
         self._down = False  # whether the database was found down at the last look
+        self._paused_until = 0.0  # no claims before this loop time: the disk was full
         events.on_queued.append(self.notify)
         events.on_cancelled.append(self.stop)
 
@@ -82,6 +84,8 @@ class Consumer:
                     await self._wakeup.wait()
 
     async def _fill_free_slots(self) -> None:
+        if asyncio.get_running_loop().time() < self._paused_until:
+            return  # the disk was full: a claim now would compute a result with no room
         while self._free:
             calc = await self._db.claim(self._leases.worker_id)
             if self._down:
@@ -183,6 +187,7 @@ class Consumer:
         return Outcome(output, time.perf_counter() - started, db.utcnow())
 
     def _record_done(self, calc: Calculation, stored: Stored) -> None:
+        self._db.disk.wrote()
         if stored.stored:  # with the kernel's own time
             log.info("calculation %d done in %.3f s", calc.id, stored.duration, extra=ids(calc))
             self._metrics.finished(Status.DONE, stored.duration)
@@ -201,6 +206,14 @@ class Consumer:
             return
         if reason == CANCEL:
             log.info("calculation %d cancelled while running", calc.id, extra=ids(calc))
+            return
+        if isinstance(exc, db.StorageFull):
+            # Not the run's fault: it waits in the queue, its attempt not counted, and no
+            # run is claimed for a while (said once, by the disk's state).
+            self._db.disk.refused(exc)
+            self._paused_until = asyncio.get_running_loop().time() + STORAGE_PAUSE
+            if await until_recorded(functools.partial(self._db.requeue, calc)):
+                log.debug("calculation %d not stored: queued again", calc.id, extra=ids(calc))
             return
         if reason == TIME_LIMIT:
             message = f"stopped after the time limit of {self._kernel_timeout:g} s"

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from service.db import DatabaseDown
+from service.db import DatabaseDown, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,13 @@ class Unavailable(ApiError):
     headers: ClassVar[Mapping[str, str]] = {"Retry-After": "2"}
 
 
+class StorageFullError(ApiError):
+    status = 507
+    code = "storage_full"
+    # Space comes back when an operator or the retention frees it: minutes rather than seconds.
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "30"}
+
+
 def error_body(code: str, message: str, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if fields:
@@ -121,6 +128,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         try:
             return await handler(request)
+        except StorageFull:  # logged once, where the state changed (DiskState)
+            raise StorageFullError(
+                "the disk of the database is full: nothing was written; retry later"
+            ) from None
         except DatabaseDown as exc:
             log.warning("%s %s: the database is down: %s", request.method, request.path, exc)
             raise Unavailable("the database is unavailable; retry later") from None

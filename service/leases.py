@@ -88,6 +88,7 @@ class Leases:
         self._host = this_host()
         self.worker_id = 0  # set by `start`
         self._reached_since = time.monotonic()  # since when every look reached the database
+        self._silent = False  # whether the last heartbeat missed the database
 
     async def start(self) -> None:
         """Rescue what dead processes left, then record this one."""
@@ -140,11 +141,16 @@ class Leases:
                     log.warning("worker %d was taken for gone; registering anew", self.worker_id)
                     await self._register()
                 await self.rescue()
+                if self._silent:
+                    log.info("worker %d: heartbeats again", self.worker_id)
+                self._silent = False
             except db.DatabaseDown as exc:
                 self._reached_since = time.monotonic()
-                log.warning(
-                    "worker %d: no heartbeat, the database is down: %s", self.worker_id, exc
-                )
+                if not self._silent:  # said once, not at every heartbeat it misses
+                    log.warning(
+                        "worker %d: no heartbeat, the database is down: %s", self.worker_id, exc
+                    )
+                self._silent = True
             except Exception:  # a failed look is tried again at the next one
                 log.exception("worker %d: heartbeat or rescue failed", self.worker_id)
 

@@ -38,6 +38,17 @@ def deleted_metric(text: str, reason: str) -> float:
     return 0.0
 
 
+async def three_done_runs(aiohttp_client: AiohttpClient, config: Config) -> list[int]:
+    """Three runs ended done by an app that is then closed: its consumer stops, so that the
+    runs made after by a slow app stay queued and running."""
+    fast = await app_client(aiohttp_client, config, kernel_delay=0)
+    done = [await create(fast) for _ in range(3)]
+    for calc_id in done:
+        await wait_for_terminal(fast, calc_id)
+    await fast.close()
+    return done
+
+
 async def test_a_deleted_run_is_gone_everywhere_and_its_id_is_never_given_again(
     client: Client,
 ) -> None:
@@ -116,11 +127,7 @@ async def test_a_delete_needs_the_token_when_one_is_set(
 async def test_delete_by_filter_takes_only_ended_runs_that_match(
     aiohttp_client: AiohttpClient, config: Config
 ) -> None:
-    fast = await app_client(aiohttp_client, config, kernel_delay=0)
-    done = [await create(fast) for _ in range(3)]
-    for calc_id in done:
-        await wait_for_terminal(fast, calc_id)
-    await fast.close()  # its consumer stops: the runs below stay queued and running
+    done = await three_done_runs(aiohttp_client, config)
     client = await app_client(aiohttp_client, config, kernel_delay=60)
     running, queued = await create(client), await create(client)
     await wait_for_status(client, running, "running")
@@ -171,12 +178,7 @@ async def test_delete_by_filter_refuses_what_it_cannot_do_and_deletes_nothing(
 async def test_retention_deletes_runs_that_ended_long_enough_ago_and_nothing_else(
     aiohttp_client: AiohttpClient, config: Config
 ) -> None:
-    fast = await app_client(aiohttp_client, config, kernel_delay=0)
-    old = [await create(fast) for _ in range(3)]
-    for calc_id in old:
-        await wait_for_terminal(fast, calc_id)
-    await fast.close()  # its consumer stops: the runs below stay queued and running
-
+    await three_done_runs(aiohttp_client, config)
     client = await app_client(aiohttp_client, config, kernel_delay=60, retention=2)
     running, queued = await create(client), await create(client)
     await wait_for_status(client, running, "running")

@@ -189,19 +189,21 @@ async def get_when_ended(
     app = request.app
     told = app[EVENTS].shared or CONSUMER in app
     check = CLIENT_CHECK if told else ELSEWHERE_CHECK
-    with app[EVENTS].watch(calc_id) as ended:
-        calc = await app[DB].get(calc_id, form)
-        if calc is None or calc.status in TERMINAL:
-            return calc
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                while not ended.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(check):
-                            await ended.wait()
-                    if not ended.is_set() and await ended_elsewhere(request, calc_id):
-                        break
-    return await app[DB].get(calc_id, form)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:  # again after a wake-up by a run that went back to the queue (a full disk)
+        with app[EVENTS].watch(calc_id) as ended:
+            calc = await app[DB].get(calc_id, form)
+            if calc is None or calc.status in TERMINAL or loop.time() >= deadline:
+                return calc
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    while not ended.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(check):
+                                await ended.wait()
+                        if not ended.is_set() and await ended_elsewhere(request, calc_id):
+                            break
 
 
 async def ended_elsewhere(request: web.Request, calc_id: int) -> bool:

@@ -30,6 +30,9 @@ async def health(request: web.Request) -> web.Response:
     except Exception as exc:
         log.exception("health check: the database does not answer")
         body.update(status="unavailable", database=f"error: {type(exc).__name__}")
+    full = request.app[DB].disk.full
+    if full is not None:
+        body.update(status="unavailable", database=f"full: {full}")
     task = request.app.get(CONSUMER_TASK)
     if not request.app[CONFIG].computes:
         body.update(consumer="none: this process serves the API only")

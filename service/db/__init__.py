@@ -10,6 +10,7 @@ the backend: `sqlite:///…` (the default, embedded) or `postgresql://…`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from service.config import Config
     from service.events import RunEvents as Events
     from service.models import Calculation, Hop, Pieces, Status, Summary, Trace, Worker
+
+log = logging.getLogger(__name__)
 
 # How a done run's result is wanted: the stored JSON, or deflated for a gzip answer.
 Form = Literal["plain", "gzip"]
@@ -104,7 +107,7 @@ class GroupCommit:
         except DatabaseDown as exc:
             for _, answer in batch:
                 if not answer.done():
-                    answer.set_exception(DatabaseDown(*exc.args))
+                    answer.set_exception(type(exc)(*exc.args))  # StorageFull stays one
             return
         except Exception as exc:
             if len(batch) > 1:
@@ -120,6 +123,8 @@ class GroupCommit:
 
 class Database(Protocol):
     """Every read and write of runs, workers and ping-pong traces."""
+
+    disk: DiskState  # whether writes were last refused for a full disk
 
     async def insert(self, params: dict[str, Any]) -> int | None:
         """The id of the new queued run (`insert_params`); None if the queue is full or the
@@ -241,6 +246,30 @@ class DatabaseUnavailable(Exception):
 class DatabaseDown(Exception):
     """The database is gone, restarting or does not answer in time: a request gets a 503,
     and the consumer and the leases try again."""
+
+
+class StorageFull(DatabaseDown):
+    """The database's disk is full: nothing was written. Handled as the database being down
+    (tried again, never lost), and told as what it is: a 507 `storage_full`."""
+
+
+class DiskState:
+    """Whether this process's last write was refused for a full disk: what /health says. Told
+    in the log once per change, not once per refused write."""
+
+    def __init__(self) -> None:
+        self.full: str | None = None
+
+    def refused(self, exc: BaseException) -> StorageFull:
+        if self.full is None:
+            log.warning("the disk of the database is full: writes wait for space (%s)", exc)
+        self.full = str(exc)
+        return StorageFull(f"the disk of the database is full: {exc}")
+
+    def wrote(self) -> None:
+        if self.full is not None:
+            log.info("the database writes again: the disk has space")
+        self.full = None
 
 
 @asynccontextmanager

@@ -31,7 +31,15 @@ import asyncpg
 import kernel
 from service.compression import csv_of, inflate
 from service.config import Config
-from service.db import DatabaseDown, DatabaseUnavailable, Form, GroupCommit, utcnow
+from service.db import (
+    DatabaseDown,
+    DatabaseUnavailable,
+    DiskState,
+    Form,
+    GroupCommit,
+    StorageFull,
+    utcnow,
+)
 from service.db import postgres_sql as sql
 from service.db.migrate import migrate_postgres
 from service.events import RunEvents as Events
@@ -126,6 +134,7 @@ class PostgresDatabase:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._creates = GroupCommit(self._enqueue)
+        self.disk = DiskState()
 
     async def _run(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`use` on a connection of the pool. A server that is gone or does not answer
@@ -135,6 +144,8 @@ class PostgresDatabase:
                 return await use(conn)
         except GONE as exc:
             raise DatabaseDown(f"{type(exc).__name__}: {exc}") from exc
+        except asyncpg.DiskFullError as exc:
+            raise self.disk.refused(exc) from exc
 
     async def _read(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """A read, asked once more on a fresh connection when the first was broken: after
@@ -155,7 +166,9 @@ class PostgresDatabase:
         written all go in the next, one statement and one commit for them all. Measured:
         each commit that notifies holds the server's notification lock while it ends, so
         creates committed one by one reached 34 % of a bare INSERT's rate."""
-        return await self._creates.insert(params)
+        calc_id = await self._creates.insert(params)
+        self.disk.wrote()
+        return calc_id
 
     async def drain(self) -> None:
         await self._creates.drain()
@@ -468,3 +481,5 @@ class ResultStore:
                     self._conn.terminate()
                 self._conn = None
                 await asyncio.sleep(RECONNECT_DELAY)
+            except asyncpg.DiskFullError as exc:  # the run goes back to the queue
+                raise StorageFull(f"the disk of the database is full: {exc}") from None

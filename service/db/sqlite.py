@@ -4,8 +4,8 @@ over the statements of `sqlite_runs` and `sqlite_traces`, and the kernel process
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import aiosqlite
 
 import kernel
 from service.config import Config
-from service.db import DatabaseUnavailable, Form, sqlite_traces
+from service.db import DatabaseUnavailable, DiskState, Form, StorageFull, sqlite_traces
 from service.db.sqlite_runs import (
     Queue,
     Reader,
@@ -78,12 +78,29 @@ class SqliteDatabase:
         queue: Queue,
     ) -> None:
         self.writer, self._traces, self._reader, self._queue = writer, traces, reader, queue
+        self.disk = DiskState()
+
+    @contextmanager
+    def _writing(self, adds: bool = False) -> Iterator[None]:
+        """A write: refused for a full disk, it raises StorageFull (tried again by whoever
+        wrote). One that `adds` rows (a create) tells the disk has space again when it
+        succeeds: a small update can pass on a disk that a result does not fit on."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise self.disk.refused(exc) from exc
+            raise
+        if adds:
+            self.disk.wrote()
 
     async def insert(self, params: dict[str, Any]) -> int | None:
-        return await self._queue.insert(params)
+        with self._writing(adds=True):
+            return await self._queue.insert(params)
 
     async def claim(self, worker_id: int) -> Calculation | None:
-        return await self._queue.claim(worker_id)
+        with self._writing():
+            return await self._queue.claim(worker_id)
 
     async def get(self, calc_id: int, form: Form = "plain") -> Calculation | None:
         return await self._reader.get(calc_id, form)
@@ -109,57 +126,71 @@ class SqliteDatabase:
         return self._reader.count_by_status()
 
     async def cancel(self, calc_id: int) -> Calculation | None:
-        return await cancel(self.writer, calc_id)
+        with self._writing():
+            return await cancel(self.writer, calc_id)
 
     async def cancelled_among(self, calc_ids: list[int]) -> list[int]:
         return self._reader.cancelled_among(calc_ids)
 
     async def delete(self, calc_id: int) -> Status | None:
-        return await delete(self.writer, calc_id)
+        with self._writing():
+            return await delete(self.writer, calc_id)
 
     async def delete_finished(self, status: Status | None, before: str | None, limit: int) -> int:
-        return await delete_finished(self.writer, status, before, limit)
+        with self._writing():
+            return await delete_finished(self.writer, status, before, limit)
 
     async def prune(self, before: str, limit: int) -> int | None:
-        # One file, whose writes take turns anyway: no lock of our own.
-        return await delete_finished(self.writer, None, before, limit)
+        with self._writing():
+            # One file, whose writes take turns anyway: no lock of our own.
+            return await delete_finished(self.writer, None, before, limit)
 
     async def compact(self, limit: int) -> int:
-        return await compact(self.writer, limit)
+        with self._writing():
+            return await compact(self.writer, limit)
 
     async def mark_failed(
         self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
     ) -> bool:
-        return await mark_failed(self.writer, calc, error, duration, ended_at)
+        with self._writing():
+            return await mark_failed(self.writer, calc, error, duration, ended_at)
 
     async def requeue(self, calc: Calculation) -> bool:
-        return await requeue(self.writer, calc)
+        with self._writing():
+            return await requeue(self.writer, calc)
 
     async def register_worker(self, host: str, pid: int, pid_started: int, now: float) -> int:
-        return await register_worker(self.writer, host, pid, pid_started, now)
+        with self._writing():
+            return await register_worker(self.writer, host, pid, pid_started, now)
 
     async def heartbeat(self, worker_id: int, now: float) -> bool:
-        return await heartbeat(self.writer, worker_id, now)
+        with self._writing():
+            return await heartbeat(self.writer, worker_id, now)
 
     async def list_workers(self) -> list[Worker]:
         return await list_workers(self.writer)
 
     async def forget_worker(self, worker_id: int) -> None:
-        await forget_worker(self.writer, worker_id)
+        with self._writing():
+            await forget_worker(self.writer, worker_id)
 
     async def rescue_orphans(
         self, gone: list[int], max_attempts: int
     ) -> tuple[list[int], list[int]]:
-        return await rescue_orphans(self.writer, gone, max_attempts)
+        with self._writing():
+            return await rescue_orphans(self.writer, gone, max_attempts)
 
     async def add_trace(self, trace_id: str) -> bool:
-        return await sqlite_traces.add_trace(self.writer, trace_id)
+        with self._writing():
+            return await sqlite_traces.add_trace(self.writer, trace_id)
 
     async def insert_hop(self, **hop: Any) -> Hop | None:
-        return await sqlite_traces.insert_hop(self.writer, **hop)
+        with self._writing():
+            return await sqlite_traces.insert_hop(self.writer, **hop)
 
     async def finish_hop(self, **hop: Any) -> Hop | None:
-        return await sqlite_traces.finish_hop(self.writer, **hop)
+        with self._writing():
+            return await sqlite_traces.finish_hop(self.writer, **hop)
 
     async def list_hops(self, trace_id: str) -> list[Hop]:
         return await sqlite_traces.list_hops(self._traces, trace_id)
@@ -181,4 +212,9 @@ class ResultStore:
         self._conn = connect_worker(db_path)
 
     def store(self, calc_id: int, attempt: int, output: kernel.Output, duration: float) -> bool:
-        return store_result(self._conn, calc_id, attempt, output, duration)
+        try:
+            return store_result(self._conn, calc_id, attempt, output, duration)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:  # the run goes back to the queue
+                raise StorageFull(f"the disk of the database is full: {exc}") from None
+            raise

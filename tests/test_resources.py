@@ -1,0 +1,203 @@
+"""Running out: a database on a full disk (a real tmpfs, filled for real), and a process out
+of file descriptors (a real RLIMIT_NOFILE). Nothing acknowledged is lost, the answers and
+/health say what is wrong, the log says it once, and all resumes when space returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import ROOT, database, free_port, stop_server, wait_until_up
+
+RUNS = "/api/v1/calculations"
+LARGE = {"date_start": "1990-01-01", "date_fin": "2019-12-31", "lag": 1}  # ~0.2 MB stored
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs takes root")
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `where`, unmounted (lazily, if still busy) at the end."""
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", f"tmpfs-{uuid.uuid4().hex[:8]}",
+                    str(where)], check=True)  # fmt: skip
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the disk has no byte left; the file, to remove for space."""
+    filler = disk / "filler"
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    with contextlib.suppress(OSError), filler.open("ab") as out:
+        while True:  # the last bytes, a few at a time
+            out.write(b"\0" * 512)
+            out.flush()
+    assert os.statvfs(disk).f_bavail == 0
+    return filler
+
+
+def start(env: dict[str, str], log: Path, **limits: Any) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    full_env = {**os.environ, "PORT": str(port), "KERNEL_DELAY": "0", **env}
+
+    def set_limits() -> None:
+        if "nofile" in limits:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits["nofile"])
+
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=out,
+            preexec_fn=set_limits,
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def post(session: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> Any:
+    async with session.post(f"{base}{RUNS}", json=body) as resp:
+        return resp.status, dict(resp.headers), await resp.json()
+
+
+async def wait_all_done(session: aiohttp.ClientSession, base: str, ids: list[int]) -> None:
+    for calc_id in ids:
+        async with session.get(f"{base}{RUNS}/{calc_id}?wait=60") as resp:
+            assert (await resp.json())["status"] == "done", calc_id
+
+
+async def test_a_full_disk_answers_507_loses_nothing_and_resumes_by_itself(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "server.log"
+    with small_disk(tmp_path / "disk", "6m") as disk:
+        url = f"sqlite:///{disk / 'runs.db'}"
+        proc, base = start({"DATABASE_URL": url, "KERNEL_DELAY": "0.5"}, log)
+        try:
+            await wait_until_up(base)
+            async with aiohttp.ClientSession() as session:
+                acknowledged = []
+                for _ in range(4):  # computed one after another, half a second each
+                    status, _, body = await post(session, base, LARGE)
+                    assert status == 201
+                    acknowledged.append(body["id"])
+                filler = fill(disk)
+
+                # Creates are refused as what they are, and write nothing.
+                for _ in range(5):
+                    status, headers, body = await post(session, base, LARGE)
+                    assert status == 507, body
+                    assert body["error"]["code"] == "storage_full"
+                    assert int(headers["Retry-After"]) > 0
+                async with session.get(f"{base}/health") as resp:
+                    assert resp.status == 503
+                    health = await resp.json()
+                assert health["status"] == "unavailable"
+                assert health["database"].startswith("full: ")
+                await asyncio.sleep(3)  # results that find no room go back to the queue
+
+                filler.unlink()
+                await wait_all_done(session, base, acknowledged)
+                status, _, body = await post(session, base, LARGE)
+                assert status == 201
+                await wait_all_done(session, base, [body["id"]])
+                async with session.get(f"{base}/health") as resp:
+                    assert resp.status == 200
+        finally:
+            stop_server(proc)
+        rows = database(url, "SELECT id, status, attempts FROM calculations ORDER BY id")
+    # Every run acknowledged is done, on its first counted attempt: none was failed for the
+    # disk, and no refused create left a row.
+    assert rows == [(calc_id, "done", 1) for calc_id in [*acknowledged, body["id"]]]
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert text.count("the disk of the database is full: writes wait") == 1
+    assert text.count("the database writes again") == 1
+
+
+def held_connections(port: int, count: int) -> list[socket.socket]:
+    """`count` idle connections, opened without waiting for the server to accept them."""
+    held = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        held.append(sock)
+    return held
+
+
+async def test_out_of_file_descriptors_the_log_says_so_once_and_service_resumes(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "server.log"
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'runs.db'}"}
+    proc, base = start(env, log, nofile=(64, 64))  # the hard limit too: nothing to raise
+    try:
+        await wait_until_up(base)
+        async with aiohttp.ClientSession() as session:
+            status, _, before = await post(session, base, LARGE)
+            assert status == 201
+            await wait_all_done(session, base, [before["id"]])
+        size = log.stat().st_size
+        held = held_connections(int(base.rsplit(":", 1)[1]), 120)
+        try:
+            await asyncio.sleep(8)  # asyncio tries the accept again every second
+            grown = log.stat().st_size - size
+        finally:
+            for sock in held:
+                sock.close()
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(20):
+                while True:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with session.get(f"{base}/health") as resp:
+                            if resp.status == 200:
+                                break
+                    await asyncio.sleep(0.5)
+            status, _, after = await post(session, base, LARGE)
+            assert status == 201
+            await wait_all_done(session, base, [before["id"], after["id"]])
+        async with asyncio.timeout(10):  # looked at every second
+            while "file descriptors are free again" not in log.read_text():
+                await asyncio.sleep(0.2)
+    finally:
+        stop_server(proc)
+    text = log.read_text()
+    print(f"the log grew {grown} bytes in 8 s out of descriptors")
+    assert grown < 4096
+    assert "Traceback" not in text
+    assert 1 <= text.count("out of file descriptors") <= 3  # once per time it ran out
+
+
+def test_the_soft_open_files_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'runs.db'}"}
+    proc, base = start(env, log, nofile=(64, 4096))
+    try:
+        asyncio.run(wait_until_up(base))
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+    finally:
+        stop_server(proc)
+    [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    assert line.split()[3:5] == ["4096", "4096"]
+    assert "open files limit raised from 64 to 4096" in log.read_text()
