@@ -32,9 +32,9 @@ def bin_dir() -> Path:
     return found[-1].parent
 
 
-def server_folder() -> Path:
-    """A scratch folder the server user owns and can reach."""
-    folder = Path(tempfile.mkdtemp(prefix="pg-"))
+def server_folder(under: Path | None = None) -> Path:
+    """A scratch folder the server user owns and can reach (in `under`, if given)."""
+    folder = Path(tempfile.mkdtemp(prefix="pg-", dir=under))
     folder.chmod(0o755)
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
@@ -51,8 +51,8 @@ def run_as_server_user(*argv: str) -> None:
 class Server:
     """A throwaway cluster that can be stopped and started again (a restart under load)."""
 
-    def __init__(self, *settings: str) -> None:
-        self.folder = server_folder()
+    def __init__(self, *settings: str, under: Path | None = None) -> None:
+        self.folder = server_folder(under)
         self.port = free_port()
         self._pg_ctl = str(bin_dir() / "pg_ctl")
         self._data = str(self.folder / "data")
@@ -78,10 +78,10 @@ class Server:
 
 
 @contextmanager
-def throwaway_server(*settings: str) -> Iterator[Server]:
+def throwaway_server(*settings: str, under: Path | None = None) -> Iterator[Server]:
     """A running server, its `postgres` superuser trusted on loopback; `settings` are
-    `name=value` server settings."""
-    server = Server(*settings)
+    `name=value` server settings; its files in `under` if given (a small disk)."""
+    server = Server(*settings, under=under)
     try:
         server.create()
         server.start()

@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.postgres import throwaway_server
 from tests.conftest import ROOT, database, free_port, stop_server, wait_until_up
 
 RUNS = "/api/v1/calculations"
@@ -201,3 +204,65 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_one(tmp_path: Path) -> 
     [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
     assert line.split()[3:5] == ["4096", "4096"]
     assert "open files limit raised from 64 to 4096" in log.read_text()
+
+
+async def test_postgres_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    """The server's data directory on a small tmpfs, filled: PostgreSQL refuses to extend a
+    table (`53100 disk_full`), or stops when it cannot write its WAL; either way nothing the
+    service acknowledged is lost, and it goes on once there is room and a server again."""
+    log = tmp_path / "server.log"
+    # Not under tmp_path, whose folders only root may enter: the server runs as postgres.
+    where = Path(tempfile.mkdtemp(prefix="calc-disk-")) / "disk"
+    where.parent.chmod(0o755)
+    with small_disk(where, "160m") as disk:
+        disk.chmod(0o755)
+        with throwaway_server("fsync=off", under=disk) as pg:
+            proc, base = start({"DATABASE_URL": pg.url, "KERNEL_DELAY": "0.5"}, log)
+            try:
+                await wait_until_up(base)
+                async with aiohttp.ClientSession() as session:
+                    acknowledged = []
+                    for _ in range(4):
+                        status, _, body = await post(session, base, LARGE)
+                        assert status == 201
+                        acknowledged.append(body["id"])
+                    filler = fill(disk)
+                    refused = set()
+                    for _ in range(20):  # until the server finds it has no room
+                        status, headers, body = await post(session, base, LARGE)
+                        if status == 201:
+                            acknowledged.append(body["id"])
+                            continue
+                        assert status in (503, 507), body
+                        assert int(headers["Retry-After"]) > 0
+                        refused.add(body["error"]["code"])
+                    assert refused <= {"storage_full", "database_unavailable"}
+                    await asyncio.sleep(3)  # a result found no room, and went back
+                    async with session.get(f"{base}/health") as resp:
+                        assert resp.status == 503
+                        health = await resp.json()
+                    assert health["database"].startswith("full: ") or health["database"].startswith(
+                        "error"
+                    )
+
+                    filler.unlink()
+                    with contextlib.suppress(RuntimeError):  # it was still running
+                        pg.start()  # as after any stop of the server
+                    async with asyncio.timeout(90):
+                        while True:
+                            with contextlib.suppress(aiohttp.ClientError, AssertionError):
+                                await wait_all_done(session, base, acknowledged)
+                                break
+                            await asyncio.sleep(1)
+            finally:
+                stop_server(proc)
+            rows = database(pg.url, "SELECT id, status FROM calculations ORDER BY id")
+            with contextlib.suppress(RuntimeError):
+                pg.stop("immediate")
+    shutil.rmtree(where.parent, ignore_errors=True)
+    print(f"refused as {sorted(refused)}; {len(acknowledged)} runs acknowledged")
+    assert [calc_id for calc_id, status in rows if status == "done"] == sorted(acknowledged)
+    assert {status for _, status in rows} == {"done"}
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert text.count("the disk of the database is full: writes wait") <= 1
