@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": scenarios.latency,
     "large": scenarios.large,
     "list": scale.listing,
+    "pruning": scale.pruning,
     "responsive": scale.responsive,
     "memory": resources.memory,
     "start": resources.start,

@@ -43,6 +43,7 @@ class Settings:
     large_seconds: int = 10
     large_connections: int = 8
     list_rows: int = 100_000
+    prune_rows: int = 10_000  # ended runs the retention deletes while intake is measured
     list_seconds: int = 3
     list_connections: int = 8
     busy_runs: int = 10
@@ -61,6 +62,7 @@ TINY = Settings(
     large_run=("2019-01-09", "2024-07-01"),  # 2,001 rows
     large_seconds=1,
     list_rows=2_000,
+    prune_rows=1_000,
     list_seconds=1,
     busy_runs=2,
     busy_run=("2000-01-01", "2054-10-03"),  # 20,000 rows

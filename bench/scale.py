@@ -68,6 +68,43 @@ def build_list_db(path: Path, count: int) -> None:
             conn.executemany(INSERT, rows)
 
 
+OLD = "SELECT count(*) FROM calculations WHERE finished_at < '2026-06-01'"  # build_list_db's
+
+
+async def pruning(ctx: Context) -> list[Row]:
+    """Intake while the retention deletes `prune_rows` ended runs, beside intake on the same
+    database where every run is kept: the pruner's batches must not hold the creates up."""
+    from bench.scenarios import intake_load
+
+    rates, took = {}, 0.0
+    for name, settings in (("keeps", {}), ("prunes", {"RETENTION": "86400"})):
+        db = ctx.workdir / f"{name}.db"
+        await asyncio.to_thread(build_list_db, db, ctx.settings.prune_rows)
+        server = await ctx.start(procs.start_service(name, db, ctx.workdir, **settings))
+        started = time.monotonic()
+        load = asyncio.create_task(intake_load(ctx, server))
+        while name == "prunes" and not load.done():  # how long the pruner takes, at 20 Hz
+            if not run_db(f"sqlite:///{db}", OLD)[0][0]:
+                took = time.monotonic() - started
+                break
+            await asyncio.sleep(0.05)
+        rates[name] = (await load).rps
+        left = run_db(f"sqlite:///{db}", OLD)[0][0]
+        ctx.stop(server)
+    say(f"pruning: intake {rates['prunes']:.0f} req/s pruning, {rates['keeps']:.0f} without")
+    rate = ratio_row(
+        "pruning",
+        f"intake while {ctx.settings.prune_rows:,} ended runs are deleted, vs without",
+        rates["prunes"],
+        rates["keeps"],
+        "req/s",
+        at_least=0.8,
+        note=f"the retention deleted them within {took:.2f} s of the start, in the"
+        f" {ctx.settings.intake_seconds} s measured; {left} left",
+    )
+    return [rate]
+
+
 async def listing(ctx: Context) -> list[Row]:
     """The first and last page of the list, both orders, with and without a status filter."""
     db = ctx.workdir / "list.db"

@@ -16,7 +16,7 @@ from bench.report import ERROR, HEADER, parse_table
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {
     "sqlite": [
-        "intake", "queue", "latency", "large", "list", "responsive", "memory", "start",
+        "intake", "queue", "latency", "large", "list", "pruning", "responsive", "memory", "start",
         "drivers", "scaling",
     ],
     "postgresql": ["intake", "queue", "latency", "large", "responsive", "memory", "scaling"],
