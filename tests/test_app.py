@@ -184,8 +184,18 @@ async def test_openapi_document_describes_every_method_and_error(client: Client)
     assert {p["name"] for p in listing["parameters"]} >= {"page", "per_page", "order", "status"}
     one = paths["/api/v1/calculations/{calc_id}"]["get"]
     assert {"200", "404", "422"} <= set(one["responses"])
+    assert {"204", "404"} <= set(paths["/api/v1/calculations/{calc_id}"]["delete"]["responses"])
+    by_filter = paths["/api/v1/calculations"]["delete"]
+    assert {p["name"] for p in by_filter["parameters"]} == {"status", "finished_before"}
+    assert {"200", "422"} <= set(by_filter["responses"])
     schemas = spec["components"]["schemas"]
-    assert {"CalculationRequest", "CalculationOut", "CalculationPage", "ErrorOut"} <= set(schemas)
+    assert {
+        "CalculationRequest",
+        "CalculationOut",
+        "CalculationPage",
+        "ErrorOut",
+        "Deleted",
+    } <= set(schemas)
 
 
 async def test_swagger_ui_is_served_without_network(client: Client) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+import psycopg
 import pytest
 from pytest_aiohttp import AiohttpClient
 
@@ -61,6 +62,22 @@ async def test_instances_starting_together_on_an_empty_database_all_start(
             assert ids == [1, 2, 3, 4, 5, 6]
     finally:
         admin(pg_server, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def test_one_process_prunes_at_a_time(store: Database, pg_url: str) -> None:
+    """While another process holds the pruner's lock, a turn of the retention does nothing;
+    once it is free, the turn deletes."""
+    calc_id = await store.insert(one_day(0))
+    assert calc_id is not None
+    assert await store.cancel(calc_id) is not None
+    later = "2999-01-01T00:00:00.000000+00:00"
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (postgres.sql.PRUNER_LOCK,))
+        assert await store.prune(later, 10) is None
+        assert (await store.get_calculation(calc_id)) is not None
+        other.execute("SELECT pg_advisory_unlock(%s)", (postgres.sql.PRUNER_LOCK,))
+    assert await store.prune(later, 10) == 1
+    assert await store.get_calculation(calc_id) is None
 
 
 async def test_notices_tell_another_process_what_happened_to_runs(
