@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import resource
 import shutil
@@ -15,16 +17,24 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+import kernel
 from bench.postgres import throwaway_server
+from service.config import Config
+from service.db import StorageFull, insert_params, open_database
+from service.db.sqlite import ResultStore
+from service.descriptors import RECHECK, DescriptorWatch, raise_open_files_limit
+from service.events import RunEvents
 from tests.conftest import ROOT, database, free_port, stop_server, wait_until_up
 
 RUNS = "/api/v1/calculations"
+ONE_DAY = {"name": "a day", "date_start": date(2024, 1, 1), "date_fin": date(2024, 1, 1), "lag": 1}
 LARGE = {"date_start": "1990-01-01", "date_fin": "2019-12-31", "lag": 1}  # ~0.2 MB stored
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs takes root")
@@ -266,3 +276,58 @@ async def test_postgres_on_a_full_disk_loses_nothing_and_resumes(tmp_path: Path)
     text = log.read_text()
     assert "Traceback" not in text
     assert text.count("the disk of the database is full: writes wait") <= 1
+
+
+async def test_the_database_on_a_full_disk_refuses_writes_as_storage_full(tmp_path: Path) -> None:
+    """In this process: the SQLite backend and a kernel process's store, on a full tmpfs."""
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        config = Config(database_url=f"sqlite:///{disk / 'runs.db'}")
+        async with open_database(config, RunEvents()) as store:
+            calc_id = await store.insert(insert_params(**ONE_DAY, seed=1))
+            claimed = await store.claim(worker_id=1)
+            assert claimed is not None
+            output = kernel.run(date(1990, 1, 1), date(2019, 12, 31), 1, 1)
+            filler = fill(disk)
+            with pytest.raises(StorageFull):
+                ResultStore(config.db_path).store(claimed.id, claimed.attempts, output, 0.1)
+
+            async def insert_until_refused() -> None:
+                for seed in range(50):  # until the pages the file had are used up
+                    await store.insert(insert_params(**ONE_DAY, seed=seed))
+
+            with pytest.raises(StorageFull):
+                await insert_until_refused()
+            assert store.disk.full is not None
+            filler.unlink()
+            assert await store.insert(insert_params(**ONE_DAY, seed=99)) is not None
+            assert store.disk.full is None
+            assert ResultStore(config.db_path).store(claimed.id, claimed.attempts, output, 0.1)
+            assert calc_id == claimed.id
+
+
+def test_the_open_files_limit_is_raised_in_this_process_too() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+        assert raise_open_files_limit() == (min(soft, 256), hard)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+        assert raise_open_files_limit() == (hard, hard)  # nothing left to raise
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_running_out_of_descriptors_is_said_once_until_they_are_free(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    loop = asyncio.get_running_loop()
+    watch = DescriptorWatch(loop)
+    out = OSError(errno.EMFILE, "Too many open files")
+    for _ in range(5):  # asyncio's accept, tried again every second
+        watch.handle(loop, {"message": "socket.accept() out of system resource", "exception": out})
+    watch.handle(loop, {"message": "something else", "exception": ValueError("other")})
+    await asyncio.sleep(RECHECK + 0.5)
+    said = [record.getMessage() for record in caplog.records]
+    assert sum("out of file descriptors" in line for line in said) == 1
+    assert sum("file descriptors are free again" in line for line in said) == 1
+    assert any("something else" in line for line in said)  # asyncio's own handler
