@@ -210,7 +210,7 @@ class Consumer:
         if isinstance(exc, db.StorageFull):
             # Not the run's fault: it waits in the queue, its attempt not counted, and no
             # run is claimed for a while (said once, by the disk's state).
-            self._db.disk.refused(exc)
+            self._db.disk.refused(exc)  # this process's state: the kernel's write was refused
             self._paused_until = asyncio.get_running_loop().time() + STORAGE_PAUSE
             if await until_recorded(functools.partial(self._db.requeue, calc)):
                 log.debug("calculation %d not stored: queued again", calc.id, extra=ids(calc))

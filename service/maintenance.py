@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from service.db import utc_text
 from service.keys import CONFIG, DB, METRICS
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,7 @@ MAINTENANCE = web.AppKey("maintenance", asyncio.Task[None])
 
 def cutoff(retention: float) -> str:
     """The finish time before which runs are deleted, in the text the rows keep."""
-    moment = datetime.now(UTC) - timedelta(seconds=retention)
-    return moment.isoformat(timespec="microseconds")
+    return utc_text(datetime.now(UTC) - timedelta(seconds=retention))
 
 
 async def prune(app: web.Application) -> int:

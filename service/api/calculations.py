@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import random
-from datetime import UTC
 from typing import Any
 
 from aiohttp import web
@@ -272,7 +271,7 @@ async def delete_calculation(request: web.Request) -> web.StreamResponse:
 async def delete_calculations(request: web.Request) -> web.Response:
     query = request["querystring"]
     status, before = query.get("status"), query.get("finished_before")
-    before_text = None if before is None else before.astimezone(UTC).isoformat("T", "microseconds")
+    before_text = None if before is None else db.utc_text(before)
     deleted = 0
     while True:  # a batch at a time: other writes pass between them
         batch = await request.app[DB].delete_finished(status, before_text, DELETE_BATCH)

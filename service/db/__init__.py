@@ -33,8 +33,14 @@ log = logging.getLogger(__name__)
 Form = Literal["plain", "gzip"]
 
 
+def utc_text(moment: datetime) -> str:
+    """A moment as the rows keep it: ISO 8601 in UTC, to the microsecond, so that text order
+    is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    return utc_text(datetime.now(UTC))
 
 
 def insert_params(
@@ -250,7 +256,8 @@ class DatabaseDown(Exception):
 
 class StorageFull(DatabaseDown):
     """The database's disk is full: nothing was written. Handled as the database being down
-    (tried again, never lost), and told as what it is: a 507 `storage_full`."""
+    (tried again, never lost), and told as what it is: a 507 `storage_full`. Its text is
+    the database's own reason."""
 
 
 class DiskState:
@@ -260,11 +267,12 @@ class DiskState:
     def __init__(self) -> None:
         self.full: str | None = None
 
-    def refused(self, exc: BaseException) -> StorageFull:
+    def refused(self, why: object) -> StorageFull:
+        """Record a write refused for this reason (the database's error); what to raise."""
         if self.full is None:
-            log.warning("the disk of the database is full: writes wait for space (%s)", exc)
-        self.full = str(exc)
-        return StorageFull(f"the disk of the database is full: {exc}")
+            log.warning("the disk of the database is full: writes wait for space (%s)", why)
+        self.full = str(why)
+        return StorageFull(str(why))
 
     def wrote(self) -> None:
         if self.full is not None:

@@ -14,6 +14,7 @@ they hold (`sqlite_version`, `postgres_version`).
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -42,15 +43,16 @@ class Migration:
         return split_statements(self.path.read_text())
 
 
-def migrations(backend: Backend) -> list[Migration]:
-    """The backend's migrations in order, numbered 1, 2, 3… without a gap."""
+@functools.cache
+def migrations(backend: Backend) -> tuple[Migration, ...]:
+    """The backend's migrations in order, numbered 1, 2, 3… without a gap (looked for once)."""
     found = []
     for path in sorted((MIGRATIONS / backend).glob("*.sql")):
         match = FILE_NAME.fullmatch(path.name)
         assert match, f"a migration is named NNNN_name.sql: {path}"
         found.append(Migration(int(match.group(1)), match.group(2), path))
     assert [m.version for m in found] == list(range(1, len(found) + 1)), found
-    return found
+    return tuple(found)
 
 
 def latest(backend: Backend) -> int:
@@ -105,8 +107,8 @@ def migrate_sqlite_file(db_path: Path, schema_path: Path, busy_timeout_ms: int) 
 
 
 def migrate_sqlite(conn: sqlite3.Connection, schema_path: Path, where: str) -> int:
-    """Bring the file to the latest version: a new file made from schema.sql, an older one
-    migrated step by step. The version it ends at."""
+    """Bring the file to the latest version: a new file made from schema.sql (which records
+    the version it is at), an older one migrated step by step. The version it ends at."""
     for migration in [None, *migrations("sqlite")]:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -114,15 +116,14 @@ def migrate_sqlite(conn: sqlite3.Connection, schema_path: Path, where: str) -> i
             refuse_newer(version, "sqlite", where)
             if migration is None and version == 0:
                 statements = split_statements(schema_path.read_text())
-                target = latest("sqlite")
             elif migration is not None and version == migration.version - 1:
-                statements, target = migration.statements(), migration.version
+                statements = migration.statements()
+                statements.append(f"PRAGMA user_version = {migration.version}")
             else:
                 conn.execute("ROLLBACK")
                 continue
             for statement in statements:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

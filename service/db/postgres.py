@@ -482,4 +482,4 @@ class ResultStore:
                 self._conn = None
                 await asyncio.sleep(RECONNECT_DELAY)
             except asyncpg.DiskFullError as exc:  # the run goes back to the queue
-                raise StorageFull(f"the disk of the database is full: {exc}") from None
+                raise StorageFull(str(exc)) from None

@@ -65,6 +65,10 @@ async def open_database(config: Config) -> AsyncIterator[SqliteDatabase]:
         ) from None
 
 
+def is_disk_full(exc: sqlite3.OperationalError) -> bool:
+    return exc.sqlite_errorcode == sqlite3.SQLITE_FULL
+
+
 class SqliteDatabase:
     """`service.db.Database` on one SQLite file: each call on the connection that serves it
     best (see `Queue` and `Reader`); writes other than creates and claims go through the
@@ -88,7 +92,7 @@ class SqliteDatabase:
         try:
             yield
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            if is_disk_full(exc):
                 raise self.disk.refused(exc) from exc
             raise
         if adds:
@@ -141,9 +145,8 @@ class SqliteDatabase:
             return await delete_finished(self.writer, status, before, limit)
 
     async def prune(self, before: str, limit: int) -> int | None:
-        with self._writing():
-            # One file, whose writes take turns anyway: no lock of our own.
-            return await delete_finished(self.writer, None, before, limit)
+        # One file, whose writes take turns anyway: no lock of our own.
+        return await self.delete_finished(None, before, limit)
 
     async def compact(self, limit: int) -> int:
         with self._writing():
@@ -215,6 +218,6 @@ class ResultStore:
         try:
             return store_result(self._conn, calc_id, attempt, output, duration)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:  # the run goes back to the queue
-                raise StorageFull(f"the disk of the database is full: {exc}") from None
+            if is_disk_full(exc):  # the run goes back to the queue
+                raise StorageFull(str(exc)) from None
             raise

@@ -164,10 +164,10 @@ COUNT_CALCULATIONS = {filtered: f"SELECT {total}" for filtered, total in TOTAL.i
 
 COUNT_BY_STATUS = "SELECT status, n FROM calculation_counts"
 
-# Cancelled, or deleted: either way its kernel is to stop.
+# Cancelled, or deleted: either way its kernel is to stop. One key lookup per id asked.
 CANCELLED_AMONG = """
-SELECT value FROM json_each(:ids)
-WHERE value NOT IN (SELECT id FROM calculations WHERE status <> 'cancelled')
+SELECT value FROM json_each(:ids) AS asked
+WHERE NOT EXISTS (SELECT 1 FROM calculations WHERE id = asked.value AND status <> 'cancelled')
 """
 
 DELETE = "DELETE FROM calculations WHERE id = :id RETURNING status"
