@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg setup.py pyproject.toml
+# The service, and the Python client (client/, a distribution of its own) with its extras.
+$(STAMP): setup.cfg setup.py pyproject.toml client/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e './client[all]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -41,11 +42,13 @@ bench: $(STAMP) tools
 docker:
 	docker build -t calculations .
 
-# The source archive and the wheel, built with the venv's own setuptools (no download).
+# The source archive and the wheel of the service, and the client's wheel, built with the
+# venv's own setuptools (no download).
 DIST := dist
 dist: $(STAMP)
-	rm -rf $(DIST) build
+	rm -rf $(DIST) build client/build
 	$(PY) -m build --no-isolation --outdir $(DIST) .
+	$(PY) -m build --no-isolation --wheel --outdir $(DIST) client
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .coverage .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,208 @@
+"""`Client`: the API in plain calls, over urllib3's connection pool (safe to share between
+threads)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any
+
+import urllib3
+
+from calculations_client import protocol
+from calculations_client.frames import frame_of
+from calculations_client.models import Run
+from calculations_client.progress import bar
+from calculations_client.protocol import DEFAULT_RETRY, Call, Retry
+from calculations_client.waiting import Deadline, no_result
+
+if TYPE_CHECKING:
+    import pandas
+
+CONCURRENCY = 8  # requests `map` keeps under way for its creates, and as many for its waits
+
+
+class Client:
+    """The calculations service. `url` defaults to CALCULATIONS_URL, then
+    http://127.0.0.1:8080; `token` to CALCULATIONS_TOKEN. `timeout` bounds the connect and
+    each read of one request (a `?wait=` read gets its own seconds on top)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retry: Retry = DEFAULT_RETRY,
+    ) -> None:
+        self.url, self.token = protocol.settings(url, token)
+        self.timeout, self.retry = timeout, retry
+        # Not blocking: a thread beyond the pool's size opens its own connection.
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=4 * CONCURRENCY, block=False)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    def send(self, call: Call) -> bytes | None:
+        """One request, retried within `retry`; the body, or None (see `Call.done_before`)."""
+        started, tried = time.monotonic(), 0
+        while True:
+            tried += 1
+            try:
+                answer = self._pool.request(
+                    call.method,
+                    call.url(self.url),
+                    body=call.body,
+                    headers=call.headers(self.token),
+                    timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout + call.holds),
+                    retries=False,
+                    redirect=False,
+                )
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                pause = self.retry.pause(tried, started, None)
+                if pause is None:
+                    raise protocol.unreachable(self.url, exc, tried) from exc
+            else:
+                if answer.status not in protocol.RETRIED:
+                    return protocol.checked(call, answer.status, answer.data, tried)
+                pause = self.retry.pause(tried, started, answer.headers.get("Retry-After"))
+                if pause is None:
+                    return protocol.checked(call, answer.status, answer.data, tried)
+            time.sleep(pause)
+
+    def json(self, call: Call) -> Any:
+        body = self.send(call)
+        return None if body is None else json.loads(body)
+
+    def submit(
+        self,
+        date_start: str | date,
+        date_fin: str | date,
+        lag: int,
+        *,
+        name: str | None = None,
+        seed: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        """Create a run: its `id` and `status`. Retried under one Idempotency-Key (made here
+        unless given), so a lost answer never makes a second run."""
+        call = protocol.create(date_start, date_fin, lag, name, seed, idempotency_key)
+        return Run.from_json(self.json(call))
+
+    def get(self, calc_id: int) -> Run:
+        return Run.from_json(self.json(protocol.get(calc_id)))
+
+    def wait(self, calc_id: int, timeout: float | None = None) -> Run:
+        """The run once it has ended, long-polling `?wait=`; TimeoutError after `timeout` s."""
+        deadline = Deadline(calc_id, timeout)
+        while True:
+            run = Run.from_json(self.json(protocol.get(calc_id, deadline.hold())))
+            if run.ended:
+                return run
+            deadline.check(run)
+
+    def result(self, calc_id: int, timeout: float | None = None) -> pandas.DataFrame:
+        """The result as a DataFrame, once the run has ended; Conflict if it is not done."""
+        run = self.wait(calc_id, timeout)
+        if run.result is None:
+            raise no_result(run)
+        return frame_of(run.result)
+
+    def map(
+        self, params: Any, *, progress: bool = True, concurrency: int = CONCURRENCY
+    ) -> list[Run]:
+        """Submit every parameter set (dicts, or a DataFrame's rows), wait for all, and return
+        the runs in input order. The bar counts the runs that have ended."""
+        sets = protocol.sweep(params)
+        runs: list[Run | None] = [None] * len(sets)
+        todo = iter(enumerate(sets))
+        todo_lock = threading.Lock()
+        submitted: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        stop = threading.Event()
+        shown = bar(len(sets), progress)
+
+        def create_all() -> None:
+            while not stop.is_set():
+                with todo_lock:
+                    number, one = next(todo, (-1, {}))
+                if number < 0:
+                    return
+                submitted.put((number, self.submit(**one).id))
+
+        def wait_all() -> None:
+            while not stop.is_set() and (item := submitted.get()) is not None:
+                number, calc_id = item
+                runs[number] = self.wait(calc_id)
+                shown.update()
+
+        workers = ThreadPoolExecutor(2 * concurrency, thread_name_prefix="calculations-map")
+        waiters = []
+        try:
+            creators = [workers.submit(create_all) for _ in range(concurrency)]
+            waiters = [workers.submit(wait_all) for _ in range(concurrency)]
+            finished, _ = wait_for(creators, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                future.result()
+            for _ in waiters:
+                submitted.put(None)
+            finished, _ = wait_for(waiters, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                future.result()
+        finally:
+            stop.set()
+            for _ in waiters:
+                submitted.put(None)
+            workers.shutdown(wait=False, cancel_futures=True)
+            shown.close()
+        return [run for run in runs if run is not None]
+
+    def runs(self, status: str | None = None, order: str = "desc") -> Iterator[Run]:
+        """Every run (of one status), by launch date, one page of 100 at a time."""
+        seen: set[int] = set()
+        number = 1
+        while True:
+            page = self.json(protocol.page(number, status, order))
+            for item in page["items"]:
+                # A run created meanwhile pushes the others a place on: none comes twice.
+                if item["id"] not in seen:
+                    seen.add(item["id"])
+                    yield Run.from_json(item)
+            if number >= page["pages"] or not page["items"]:
+                return
+            number += 1
+
+    def cancel(self, calc_id: int) -> Run:
+        """Stop a queued or running run; Conflict if it had ended."""
+        body = self.json(protocol.cancel(calc_id))
+        return self.get(calc_id) if body is None else Run.from_json(body)
+
+    def csv(self, calc_id: int, path: str | Path | IO[bytes]) -> None:
+        """Write the result's CSV to a file (a path, or a binary file object)."""
+        write(path, self.send(protocol.csv(calc_id)) or b"")
+
+    def delete(self, calc_id: int) -> None:
+        """Delete a run, whatever its status (a running one is stopped first)."""
+        self.send(protocol.delete(calc_id))
+
+
+def write(path: str | Path | IO[bytes], body: bytes) -> None:
+    if isinstance(path, (str, Path)):
+        Path(path).write_bytes(body)
+    else:
+        path.write(body)
