@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import drivers, report, resources, scale, scaling, scenarios
+from bench import client, drivers, report, resources, scale, scaling, scenarios
 from bench.harness import TINY, Context, Settings, say
 from bench.procs import ROOT
 from bench.report import ERROR, FAIL, Row
@@ -25,6 +25,7 @@ Scenario = Callable[[Context], Awaitable[list[Row]]]
 SCENARIOS: dict[str, Scenario] = {
     "intake": scenarios.intake,
     "queue": scenarios.queue,
+    "client": client.client,
     "latency": scenarios.latency,
     "large": scenarios.large,
     "list": scale.listing,
@@ -37,7 +38,16 @@ SCENARIOS: dict[str, Scenario] = {
 }
 # What PostgreSQL runs: all but list (its ceiling reads a SQLite file it builds), start (it
 # measures the start on a new SQLite file) and drivers (PostgreSQL's already).
-POSTGRES_SCENARIOS = ("intake", "queue", "latency", "large", "responsive", "memory", "scaling")
+POSTGRES_SCENARIOS = (
+    "intake",
+    "queue",
+    "client",
+    "latency",
+    "large",
+    "responsive",
+    "memory",
+    "scaling",
+)
 BACKENDS = ("sqlite", "postgresql")
 
 

@@ -38,6 +38,8 @@ class Settings:
     warm_rss_after: float = 3.0  # seconds into our intake run
     queue_runs: int = 1000
     queue_in_flight: int = 32
+    client_threads: int = 4  # the create-rate loops of the client scenario
+    client_creates: int = 500  # by each thread, each turn
     latency_samples: int = 50
     large_run: tuple[str, str] = ("1925-01-01", "2024-12-31")  # 36,525 rows
     large_seconds: int = 10
@@ -58,6 +60,7 @@ TINY = Settings(
     tail_seconds=1,
     warm_rss_after=0.5,
     queue_runs=50,
+    client_creates=20,
     latency_samples=3,
     large_run=("2019-01-09", "2024-07-01"),  # 2,001 rows
     large_seconds=1,

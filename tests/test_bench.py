@@ -16,10 +16,12 @@ from bench.report import ERROR, HEADER, parse_table
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {
     "sqlite": [
-        "intake", "queue", "latency", "large", "list", "pruning", "responsive", "memory", "start",
-        "drivers", "scaling",
+        "intake", "queue", "client", "latency", "large", "list", "pruning", "responsive",
+        "memory", "start", "drivers", "scaling",
     ],
-    "postgresql": ["intake", "queue", "latency", "large", "responsive", "memory", "scaling"],
+    "postgresql": [
+        "intake", "queue", "client", "latency", "large", "responsive", "memory", "scaling",
+    ],
 }  # fmt: skip
 
 

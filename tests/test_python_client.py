@@ -23,6 +23,8 @@ from typing import Any
 import pandas
 import pytest
 import urllib3
+
+from bench.postgres import throwaway_server
 from calculations_client import (
     ApiError,
     AsyncClient,
@@ -36,8 +38,6 @@ from calculations_client import (
     Unavailable,
 )
 from calculations_client.frames import frame_of
-
-from bench.postgres import throwaway_server
 from tests.conftest import (
     SMALL_RUN,
     TEST_SERVER_SETTINGS,

@@ -17,8 +17,7 @@ from calculations_client import protocol
 from calculations_client.frames import frame_of
 from calculations_client.models import Run
 from calculations_client.progress import bar
-from calculations_client.protocol import DEFAULT_RETRY, Call, Retry
-from calculations_client.sync import CONCURRENCY, write
+from calculations_client.protocol import CONCURRENCY, DEFAULT_RETRY, Call, Retry
 from calculations_client.waiting import Deadline, no_result
 
 if TYPE_CHECKING:
@@ -184,6 +183,13 @@ class AsyncClient:
 
     async def delete(self, calc_id: int) -> None:
         await self.send(protocol.delete(calc_id))
+
+
+def write(path: str | Path | IO[bytes], body: bytes) -> None:
+    if isinstance(path, (str, Path)):
+        Path(path).write_bytes(body)
+    else:
+        path.write(body)
 
 
 def first(failures: BaseExceptionGroup[BaseException]) -> BaseException:

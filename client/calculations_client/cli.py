@@ -13,7 +13,7 @@ import itertools
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, datetime
 from typing import Any, TextIO
 
@@ -21,6 +21,7 @@ from calculations_client.errors import ApiError, InvalidRequest, NotFound, Unava
 from calculations_client.frames import COLUMNS
 from calculations_client.models import Run
 from calculations_client.progress import bar
+from calculations_client.protocol import DEFAULT_RETRY
 from calculations_client.sync import Client
 
 OK, ENDED_BADLY, USAGE, UNAVAILABLE, NOT_FOUND = 0, 1, 2, 3, 4
@@ -36,6 +37,10 @@ def common(default: Any) -> argparse.ArgumentParser:
     options.add_argument(
         "--json", action="store_true", default=default or False, help="JSON on stdout"
     )
+    options.add_argument(
+        "--retry-for", type=float, default=default or DEFAULT_RETRY.total, metavar="S",
+        help=f"retry a refused or unanswered request for up to S seconds ({DEFAULT_RETRY.total:g})",
+    )  # fmt: skip
     return options
 
 
@@ -77,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        with Client(args.url, args.token) as client:
+        retry = replace(DEFAULT_RETRY, total=args.retry_for)
+        with Client(args.url, args.token, retry=retry) as client:
             code: int = COMMANDS[args.command](client, args, sys.stdout)
             return code
     except ApiError as exc:

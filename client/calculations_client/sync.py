@@ -3,31 +3,29 @@ threads)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import queue
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
-from concurrent.futures import wait as wait_for
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import urllib3
 
 from calculations_client import protocol
+from calculations_client.aio import AsyncClient, write
 from calculations_client.frames import frame_of
 from calculations_client.models import Run
-from calculations_client.progress import bar
-from calculations_client.protocol import DEFAULT_RETRY, Call, Retry
+from calculations_client.protocol import CONCURRENCY, DEFAULT_RETRY, Call, Retry
 from calculations_client.waiting import Deadline, no_result
 
 if TYPE_CHECKING:
     import pandas
 
-CONCURRENCY = 8  # requests `map` keeps under way for its creates, and as many for its waits
+T = TypeVar("T")
 
 
 class Client:
@@ -128,49 +126,19 @@ class Client:
         self, params: Any, *, progress: bool = True, concurrency: int = CONCURRENCY
     ) -> list[Run]:
         """Submit every parameter set (dicts, or a DataFrame's rows), wait for all, and return
-        the runs in input order. The bar counts the runs that have ended."""
-        sets = protocol.sweep(params)
-        runs: list[Run | None] = [None] * len(sets)
-        todo = iter(enumerate(sets))
-        todo_lock = threading.Lock()
-        submitted: queue.Queue[tuple[int, int] | None] = queue.Queue()
-        stop = threading.Event()
-        shown = bar(len(sets), progress)
+        the runs in input order. The bar counts the runs that have ended. The requests go
+        through an `AsyncClient` on an event loop of its own thread: one thread keeps a
+        thousand of them under way for less than a pool of threads costs, and it runs in a
+        notebook too, whose own thread already has a loop."""
+        sets = protocol.sweep(params)  # refused here, in the caller's thread, if wrong
 
-        def create_all() -> None:
-            while not stop.is_set():
-                with todo_lock:
-                    number, one = next(todo, (-1, {}))
-                if number < 0:
-                    return
-                submitted.put((number, self.submit(**one).id))
+        async def sweep() -> list[Run]:
+            async with AsyncClient(
+                self.url, self.token, timeout=self.timeout, retry=self.retry
+            ) as client:
+                return await client.map(sets, progress=progress, concurrency=concurrency)
 
-        def wait_all() -> None:
-            while not stop.is_set() and (item := submitted.get()) is not None:
-                number, calc_id = item
-                runs[number] = self.wait(calc_id)
-                shown.update()
-
-        workers = ThreadPoolExecutor(2 * concurrency, thread_name_prefix="calculations-map")
-        waiters = []
-        try:
-            creators = [workers.submit(create_all) for _ in range(concurrency)]
-            waiters = [workers.submit(wait_all) for _ in range(concurrency)]
-            finished, _ = wait_for(creators, return_when=FIRST_EXCEPTION)
-            for future in finished:
-                future.result()
-            for _ in waiters:
-                submitted.put(None)
-            finished, _ = wait_for(waiters, return_when=FIRST_EXCEPTION)
-            for future in finished:
-                future.result()
-        finally:
-            stop.set()
-            for _ in waiters:
-                submitted.put(None)
-            workers.shutdown(wait=False, cancel_futures=True)
-            shown.close()
-        return [run for run in runs if run is not None]
+        return apart(sweep)
 
     def runs(self, status: str | None = None, order: str = "desc") -> Iterator[Run]:
         """Every run (of one status), by launch date, one page of 100 at a time."""
@@ -201,8 +169,36 @@ class Client:
         self.send(protocol.delete(calc_id))
 
 
-def write(path: str | Path | IO[bytes], body: bytes) -> None:
-    if isinstance(path, (str, Path)):
-        Path(path).write_bytes(body)
-    else:
-        path.write(body)
+def apart(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """The coroutine's result, run to its end on a new event loop in a thread of its own.
+    Ctrl-C here cancels it there, and waits until it has cleaned up."""
+    box: dict[str, Any] = {}
+    ready = threading.Event()
+
+    async def main() -> T:
+        box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        ready.set()
+        return await make()
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(main())
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=target, name="calculations-map", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except BaseException:
+        ready.wait()
+        if "task" in box:
+            box["loop"].call_soon_threadsafe(box["task"].cancel)
+        thread.join()
+        raise
+    if "error" in box:
+        raise box["error"]
+    result: T = box["result"]
+    return result
