@@ -25,7 +25,8 @@ SUBMIT = ["submit", "--start", SMALL_RUN["date_start"], "--fin", SMALL_RUN["date
 
 
 def up(start_server: Any, **env: str) -> str:
-    _, url = start_server(env)
+    # A kernel left running (KERNEL_DELAY=30) is not waited for at the test's end.
+    _, url = start_server({"SHUTDOWN_GRACE": "0.5", **env})
     asyncio.run(wait_until_up(url))
     return url
 

@@ -4,8 +4,10 @@ and every anchor it names is a heading of that file."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,33 @@ async def test_the_readme_tour_run_as_written_leaves_no_new_file_in_the_checkout
     finally:
         saved.unlink(missing_ok=True)
     assert untracked() == before
+
+
+def python_block(path: Path, heading: str) -> str:
+    """The first Python block under a heading, as a reader pastes it."""
+    section = path.read_text().partition(heading)[2].partition("\n## ")[0]
+    found: str = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("document", "heading", "count"),
+    [("README.md", "## From Python", 30), ("docs/client.md", "## A sweep in three lines", 200)],
+)
+async def test_the_python_examples_run_as_written(
+    start_server: Any, document: str, heading: str, count: int
+) -> None:
+    code = python_block(ROOT / document, heading)
+    _, base_url = start_server({})
+    await wait_until_up(base_url)
+    check = f"\nassert len(runs) == {count} and all(run.done for run in runs)\n"
+    if "frame" in code:
+        check += "assert list(frame.columns) == ['date', 'liquid', 'oil', 'water', 'wct']\n"
+    ran = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", code + check],
+        env={**os.environ, "CALCULATIONS_URL": base_url},
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0, ran.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import pty
 import signal
 import socket
 import subprocess
@@ -38,6 +40,7 @@ from calculations_client import (
     Unavailable,
 )
 from calculations_client.frames import frame_of
+from calculations_client.progress import Quiet, bar
 from tests.conftest import (
     SMALL_RUN,
     TEST_SERVER_SETTINGS,
@@ -50,7 +53,8 @@ QUICK = Retry(attempts=3, total=2.0, backoff=0.05)  # for the tests that expect 
 
 
 def up(start_server: Any, **env: str) -> str:
-    _, url = start_server(env)
+    # A kernel left running (KERNEL_DELAY=30) is not waited for at the test's end.
+    _, url = start_server({"SHUTDOWN_GRACE": "0.5", **env})
     asyncio.run(wait_until_up(url))
     return url
 
@@ -496,3 +500,57 @@ def test_the_client_imports_none_of_the_server_s_dependencies() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_sync_map_works_where_a_loop_already_runs_as_in_a_notebook(
+    service: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def cell() -> list[Run]:  # a notebook's cell runs inside the kernel's event loop
+        with Client(service) as client:
+            return client.map(sweep(5))  # progress=True, but stderr is no terminal here
+
+    runs = asyncio.run(cell())
+    assert [run.lag for run in runs] == [1, 2, 3, 4, 5]
+    assert all(run.done for run in runs)
+    assert capsys.readouterr().err == ""  # quiet without a terminal
+
+
+def test_ctrl_c_stops_a_sync_map_at_once(start_server: Any, database_url: str) -> None:
+    url = up(start_server, KERNEL_DELAY="30")
+    code = (
+        "import sys\n"
+        "from calculations_client import Client\n"
+        "sets = [{'date_start': '2024-01-01', 'date_fin': '2024-01-31', 'lag': 7}] * 20\n"
+        "try:\n"
+        f"    Client({url!r}).map(sets, progress=False)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    sys.exit(130)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while count_runs(database_url) < 20:
+        assert time.monotonic() < deadline, "the sweep was not submitted"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    out, _ = proc.communicate(timeout=10)
+    assert (proc.returncode, out) == (130, "interrupted\n")
+    assert time.monotonic() - started < 3  # not after the runs' 30 s
+    statuses = database(database_url, "SELECT status, count(*) FROM calculations GROUP BY 1")
+    assert dict(statuses) == {"running": 1, "queued": 19}  # the runs stay, as submitted
+
+
+def test_the_plain_progress_line_when_tqdm_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tqdm is an extra: without it the bar is one line of text (the import is made to fail).
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    main, child = pty.openpty()
+    with os.fdopen(child, "w") as terminal:
+        shown = bar(3, True, terminal)
+        for _ in range(3):
+            shown.update()
+        shown.close()
+        seen = os.read(main, 4096).decode()
+    os.close(main)
+    assert seen.replace("\r\n", "\n") == "".join(f"\rruns ended: {n}/3" for n in range(4)) + "\n"
+    assert isinstance(bar(3, False, sys.stderr), Quiet)

@@ -3,6 +3,8 @@ wheel that starts anywhere, with no settings."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -10,17 +12,19 @@ import tarfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until_up
 
 VERSION = "1.0.0"
 # What the source archive adds of its own: its metadata, made by the build.
 ARCHIVE_METADATA = ("PKG-INFO", "calculations.egg-info/")
 # Never part of the project, wherever a tree was unpacked or cloned.
 NOT_PROJECT = {".git", ".venv", "var", "build", "dist", "__pycache__", ".mypy_cache",
-               ".ruff_cache", ".pytest_cache", "calculations.egg-info"}  # fmt: skip
+               ".ruff_cache", ".pytest_cache", "calculations.egg-info",
+               "calculations_client.egg-info"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,29 @@ def test_wheel_starts_outside_the_source_tree_with_no_settings(dist: Path, tmp_p
         server.terminate()
         server.wait(timeout=30)
     assert (elsewhere / "var" / "calculations.db").exists()  # the default, where it was started
+
+
+SERVER_ONLY = {"pandas", "numpy", "marshmallow", "aiosqlite", "asyncpg", "prometheus-client",
+               "aiohttp-apigami", "calculations"}  # fmt: skip
+
+
+def test_client_wheel_installs_without_the_server_and_talks_to_it(
+    dist: Path, tmp_path: Path, start_server: Any
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    wheel = dist / f"calculations_client-{VERSION}-py3-none-any.whl"
+    pip = [venv / "bin" / "python", "-m", "pip"]
+    subprocess.run([*pip, "install", "--quiet", str(wheel)], check=True, capture_output=True)
+    listed = subprocess.run(
+        [*pip, "list", "--format", "json"], check=True, capture_output=True, text=True
+    )
+    installed = {package["name"].lower() for package in json.loads(listed.stdout)}
+    assert "calculations-client" in installed
+    assert installed & SERVER_ONLY == set()
+    _, url = start_server({})
+    asyncio.run(wait_until_up(url))
+    argv = [venv / "bin" / "calculations", "--url", url, "--json", "submit"]
+    argv += ["--start", "2024-01-01", "--fin", "2024-01-31", "--lag", "7", "--wait"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert (done.returncode, json.loads(done.stdout)["status"]) == (0, "done")

@@ -24,7 +24,7 @@ ALL_FIELDS = "name,duration,date_start,date_fin,lag,seed,started_at,finished_at,
 LONGEST_WAIT = 60  # seconds: the most `?wait=` takes
 PAGE_SIZE = 100  # the most `per_page` takes
 RETRIED = frozenset({429, 503})  # queue full, database down: both pass by themselves
-CONCURRENCY = 8  # requests `map` keeps under way for its creates, and as many for its waits
+CONCURRENCY = 8  # the creates `map` keeps under way
 PARAMETERS = ("date_start", "date_fin", "lag", "name", "seed")
 
 
