@@ -108,7 +108,7 @@ async def client(ctx: Context) -> list[Row]:
             "s",
             at_most=1.5,
             percent=False,
-            note=f"{s.queue_in_flight} creates and {s.queue_in_flight} waits in flight",
+            note=f"{s.queue_in_flight} creates in flight, as the loop's posts",
         ),
         ratio_row(
             "client",
