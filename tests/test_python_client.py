@@ -482,6 +482,9 @@ def test_a_create_across_a_restart_of_postgresql_makes_one_run(
             asyncio.run(go())
 
         pg.stop("fast")
+        with Client(url, retry=QUICK) as impatient, pytest.raises(Unavailable) as down:
+            impatient.submit(**SMALL_RUN)
+        assert (down.value.status, down.value.code) == (503, "database_unavailable")
         creating = threading.Thread(target=create)
         creating.start()
         time.sleep(2.5)  # 503s with Retry-After: 2 meanwhile

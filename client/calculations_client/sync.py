@@ -44,8 +44,8 @@ class Client:
     ) -> None:
         self.url, self.token = protocol.settings(url, token)
         self.timeout, self.retry = timeout, retry
-        # One pool for the one origin (a PoolManager looks the pool up on every request: 10 %
-        # of a create's CPU). Not blocking: a thread beyond its size opens its own connection.
+        # One pool for the one origin: a PoolManager parses the URL and looks its pool up on
+        # every request. Not blocking: a thread beyond its size opens its own connection.
         self._pool = urllib3.connection_from_url(self.url, maxsize=CONCURRENCY, block=False)
         self._prefix = urlsplit(self.url).path  # a service served under a path
 
