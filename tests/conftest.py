@@ -248,6 +248,20 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[Any]:
         stop_server(proc)
 
 
+def serve(start_server: Any, **env: str) -> str:
+    """A server started with `env` (on the test's database), once it answers: its URL. A
+    kernel left running (a long KERNEL_DELAY) is not waited for at the test's end."""
+    _, url = start_server({"SHUTDOWN_GRACE": "0.5", **env})
+    asyncio.run(wait_until_up(url))
+    return url
+
+
+@pytest.fixture
+def service_url(start_server: Any) -> str:
+    """A server with the test's settings, answering, for tests without a running loop."""
+    return serve(start_server)
+
+
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, and SIGKILL if it has not stopped 20 s later."""
     if proc.poll() is None:

@@ -3,7 +3,6 @@ people's and JSON output, its exit codes, and the progress bar on a terminal onl
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
 import os
@@ -18,22 +17,10 @@ from typing import Any
 import pytest
 
 from calculations_client import cli
-from tests.conftest import SMALL_RUN, csv_records, free_port, wait_until_up
+from tests.conftest import SMALL_RUN, csv_records, free_port, serve
 
 SCRIPT = Path(sys.executable).with_name("calculations")  # what `pip install ./client` puts
 SUBMIT = ["submit", "--start", SMALL_RUN["date_start"], "--fin", SMALL_RUN["date_fin"]]
-
-
-def up(start_server: Any, **env: str) -> str:
-    # A kernel left running (KERNEL_DELAY=30) is not waited for at the test's end.
-    _, url = start_server({"SHUTDOWN_GRACE": "0.5", **env})
-    asyncio.run(wait_until_up(url))
-    return url
-
-
-@pytest.fixture
-def service(start_server: Any) -> str:
-    return up(start_server)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -43,43 +30,45 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_submit_wait_get_result_list_for_people_and_for_programs(
-    service: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    service_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, out, err = run(capsys, "--url", service, *SUBMIT, "--lag", "7", "--wait", "--name", "a")
+    code, out, err = run(
+        capsys, "--url", service_url, *SUBMIT, "--lag", "7", "--wait", "--name", "a"
+    )
     assert (code, err) == (0, "")
     lines = dict(line.split(None, 1) for line in out.splitlines())
     assert (lines["status"], lines["name"], lines["rows"]) == ("done", "a", "5")
     calc_id = lines["id"]
 
-    code, out, _ = run(capsys, "get", calc_id, "--url", service, "--json")  # options after too
+    code, out, _ = run(capsys, "get", calc_id, "--url", service_url, "--json")  # options after too
     run_json = json.loads(out)
     assert (code, run_json["id"], run_json["status"]) == (0, int(calc_id), "done")
     assert len(run_json["result"]) == 5
 
-    code, out, _ = run(capsys, "--url", service, "result", calc_id, "--json")
+    code, out, _ = run(capsys, "--url", service_url, "result", calc_id, "--json")
     assert (code, json.loads(out)) == (0, run_json["result"])
-    code, out, _ = run(capsys, "--url", service, "result", calc_id)
+    code, out, _ = run(capsys, "--url", service_url, "result", calc_id)
     assert out.split("\n")[0].split() == ["date", "liquid", "oil", "water", "wct"]
     assert len(out.strip().splitlines()) == 6
     target = tmp_path / "run.csv"
-    code, out, _ = run(capsys, "--url", service, "result", calc_id, "--csv", "-o", str(target))
+    code, out, _ = run(capsys, "--url", service_url, "result", calc_id, "--csv", "-o", str(target))
     assert (code, out) == (0, "")
     assert csv_records(target.read_text()) == run_json["result"]
 
-    code, out, _ = run(capsys, "--url", service, "--json", "list", "--status", "done")
+    code, out, _ = run(capsys, "--url", service_url, "--json", "list", "--status", "done")
     assert [one["id"] for one in json.loads(out)] == [int(calc_id)]
-    code, out, _ = run(capsys, "--url", service, "list")
+    code, out, _ = run(capsys, "--url", service_url, "list")
     assert out.splitlines()[0].split() == ["id", "status", "created_at", "name"]
     assert out.splitlines()[1].split()[:2] == [calc_id, "done"]
 
 
-def test_list_shows_ten_unless_all(service: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_shows_ten_unless_all(service_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     for _ in range(12):
-        assert run(capsys, "--url", service, *SUBMIT, "--lag", "7")[0] == 0
-    code, out, err = run(capsys, "--url", service, "--json", "list")
+        assert run(capsys, "--url", service_url, *SUBMIT, "--lag", "7")[0] == 0
+    code, out, err = run(capsys, "--url", service_url, "--json", "list")
     assert (code, len(json.loads(out))) == (0, 10)
     assert "--all" in err
-    code, out, err = run(capsys, "--url", service, "--json", "list", "--all", "--order", "asc")
+    code, out, err = run(capsys, "--url", service_url, "--json", "list", "--all", "--order", "asc")
     ids = [one["id"] for one in json.loads(out)]
     assert (code, err, ids) == (0, "", sorted(ids))
     assert len(ids) == 12
@@ -88,7 +77,7 @@ def test_list_shows_ten_unless_all(service: str, capsys: pytest.CaptureFixture[s
 def test_wait_cancel_delete_and_their_exit_codes(
     start_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = up(start_server, KERNEL_DELAY="30")
+    url = serve(start_server, KERNEL_DELAY="30")
     code, out, _ = run(capsys, "--url", url, "--json", *SUBMIT, "--lag", "7")
     first = json.loads(out)["id"]
     code, out, _ = run(capsys, "--url", url, "--json", *SUBMIT, "--lag", "7")
@@ -117,7 +106,7 @@ def test_wait_cancel_delete_and_their_exit_codes(
 
 
 def test_a_failed_run_exits_1(start_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    url = up(start_server, KERNEL_DELAY="5", KERNEL_TIMEOUT="0.5")
+    url = serve(start_server, KERNEL_DELAY="5", KERNEL_TIMEOUT="0.5")
     code, out, _ = run(capsys, "--url", url, "--json", *SUBMIT, "--lag", "7", "--wait")
     failed = json.loads(out)
     assert (code, failed["status"]) == (1, "failed")
@@ -127,12 +116,12 @@ def test_a_failed_run_exits_1(start_server: Any, capsys: pytest.CaptureFixture[s
     assert "failed" in err
 
 
-def test_usage_errors_exit_2(service: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_exit_2(service_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as usage:
-        cli.main(["--url", service, *SUBMIT])  # no --lag
+        cli.main(["--url", service_url, *SUBMIT])  # no --lag
     assert usage.value.code == 2
     assert "--lag" in capsys.readouterr().err
-    code, _, err = run(capsys, "--url", service, *SUBMIT, "--lag", "0")
+    code, _, err = run(capsys, "--url", service_url, *SUBMIT, "--lag", "0")
     assert code == 2  # the service's invalid_request: the usage was wrong
     assert err.startswith("calculations: 422 invalid_request: some fields are invalid (lag: ")
     assert err.count("\n") == 1
@@ -147,7 +136,7 @@ def test_an_unreachable_service_exits_3(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_the_token_and_url_come_from_the_environment(start_server: Any) -> None:
-    url = up(start_server, API_TOKEN="s3cret")
+    url = serve(start_server, API_TOKEN="s3cret")
     env = {**os.environ, "CALCULATIONS_URL": url, "CALCULATIONS_TOKEN": "s3cret"}
     argv = [str(SCRIPT), "--json", *SUBMIT, "--lag", "7", "--wait"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
@@ -158,16 +147,14 @@ def test_the_token_and_url_come_from_the_environment(start_server: Any) -> None:
     assert done.stderr.startswith("calculations: 401 unauthorized")
 
 
-def test_the_progress_bar_shows_on_a_terminal_only(service: str) -> None:
-    ids = [
-        str(json.loads(cli_json(service, *SUBMIT, "--lag", str(lag)))["id"]) for lag in (1, 2, 3)
-    ]
-    piped = subprocess.run(
-        [str(SCRIPT), "--url", service, "wait", *ids], capture_output=True, text=True, check=True
-    )
+def test_the_progress_bar_shows_on_a_terminal_only(service_url: str) -> None:
+    made = [cli_json(service_url, *SUBMIT, "--lag", str(lag)) for lag in (1, 2, 3)]
+    ids = [str(json.loads(one)["id"]) for one in made]
+    argv = [str(SCRIPT), "--url", service_url, "wait", *ids]
+    piped = subprocess.run(argv, capture_output=True, text=True, check=True)
     assert piped.stderr == ""
     assert len(piped.stdout.splitlines()) == 4  # the header and three runs
-    seen = on_a_terminal([str(SCRIPT), "--url", service, "wait", *ids])
+    seen = on_a_terminal(argv)
     assert "runs ended" in seen
     assert "3/3" in seen
 

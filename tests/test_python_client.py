@@ -46,22 +46,11 @@ from tests.conftest import (
     TEST_SERVER_SETTINGS,
     database,
     free_port,
+    serve,
     wait_until_up,
 )
 
 QUICK = Retry(attempts=3, total=2.0, backoff=0.05)  # for the tests that expect retries spent
-
-
-def up(start_server: Any, **env: str) -> str:
-    # A kernel left running (KERNEL_DELAY=30) is not waited for at the test's end.
-    _, url = start_server({"SHUTDOWN_GRACE": "0.5", **env})
-    asyncio.run(wait_until_up(url))
-    return url
-
-
-@pytest.fixture
-def service(start_server: Any) -> str:
-    return up(start_server)
 
 
 def api_json(url: str) -> Any:
@@ -82,49 +71,52 @@ def sweep(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_map_runs_a_sweep_of_50_and_returns_each_run_in_input_order(service: str) -> None:
+def test_map_runs_a_sweep_of_50_and_returns_each_run_in_input_order(service_url: str) -> None:
     params = sweep(50)
-    with Client(service) as client:
+    with Client(service_url) as client:
         runs = client.map(params, progress=False, concurrency=4)
     assert len(runs) == 50
     assert len({run.id for run in runs}) == 50
     for one, run in zip(params, runs, strict=True):
         assert run.status == "done"
         assert (run.lag, run.date_fin) == (one["lag"], date.fromisoformat(one["date_fin"]))
-        assert run.result == api_json(f"{service}/api/v1/calculations/{run.id}")["result"]
+        assert run.result == api_json(f"{service_url}/api/v1/calculations/{run.id}")["result"]
 
 
-def test_async_map_takes_a_dataframe_and_matches_the_api(service: str) -> None:
+def test_async_map_takes_a_dataframe_and_matches_the_api(service_url: str) -> None:
     params = pandas.DataFrame(sweep(12))
     params["date_start"] = pandas.to_datetime(params["date_start"])  # Timestamps are days too
 
     async def go() -> list[Run]:
-        async with AsyncClient(service) as client:
+        async with AsyncClient(service_url) as client:
             return await client.map(params, progress=False, concurrency=3)
 
     runs = asyncio.run(go())
     assert [run.lag for run in runs] == list(range(1, 13))
     for run in runs:
-        body = api_json(f"{service}/api/v1/calculations/{run.id}?fields=name,lag")
+        body = api_json(f"{service_url}/api/v1/calculations/{run.id}?fields=name,lag")
         assert (run.status, run.name, run.result) == ("done", body["name"], body["result"])
 
 
 def test_map_refuses_a_parameter_set_it_cannot_send_before_creating_anything(
-    service: str, database_url: str
+    service_url: str, database_url: str
 ) -> None:
-    with Client(service) as client, pytest.raises(ValueError, match="parameter set 1: missing lag"):
+    with (
+        Client(service_url) as client,
+        pytest.raises(ValueError, match="parameter set 1: missing lag"),
+    ):
         client.map([SMALL_RUN, {"date_start": "2024-01-01", "date_fin": "2024-02-01"}])
     assert count_runs(database_url) == 0
 
 
-def test_map_stops_at_the_first_refusal_and_raises_it(service: str) -> None:
+def test_map_stops_at_the_first_refusal_and_raises_it(service_url: str) -> None:
     bad = [*sweep(3), {**SMALL_RUN, "lag": 0}]
-    with Client(service) as client, pytest.raises(InvalidRequest) as refused:
+    with Client(service_url) as client, pytest.raises(InvalidRequest) as refused:
         client.map(bad, progress=False, concurrency=2)
     assert "lag" in refused.value.fields
 
     async def go() -> None:
-        async with AsyncClient(service) as client:
+        async with AsyncClient(service_url) as client:
             await client.map(bad, progress=False, concurrency=2)
 
     with pytest.raises(InvalidRequest) as refused:
@@ -132,11 +124,11 @@ def test_map_stops_at_the_first_refusal_and_raises_it(service: str) -> None:
     assert "lag" in refused.value.fields
 
 
-def test_result_is_a_dataframe_of_the_json(service: str) -> None:
-    with Client(service) as client:
+def test_result_is_a_dataframe_of_the_json(service_url: str) -> None:
+    with Client(service_url) as client:
         run = client.wait(client.submit("2024-01-01", "2030-12-31", 1, seed=7).id)
         frame = client.result(run.id)
-    rows = api_json(f"{service}/api/v1/calculations/{run.id}")["result"]
+    rows = api_json(f"{service_url}/api/v1/calculations/{run.id}")["result"]
     assert list(frame.columns) == ["date", "liquid", "oil", "water", "wct"]
     assert frame["date"].dtype.kind == "M"
     assert all(frame[name].dtype == "float64" for name in ("liquid", "oil", "water", "wct"))
@@ -161,9 +153,9 @@ def test_a_null_in_the_json_is_nan_in_the_frame_and_no_rows_keep_the_dtypes() ->
     assert list(empty.dtypes) == list(frame.dtypes)
 
 
-def test_async_result_and_submit_fields(service: str) -> None:
+def test_async_result_and_submit_fields(service_url: str) -> None:
     async def go() -> tuple[Run, Run, pandas.DataFrame]:
-        async with AsyncClient(service) as client:
+        async with AsyncClient(service_url) as client:
             created = await client.submit(
                 date(2024, 1, 1), "2024-03-31", 7, name="first sweep", seed=42
             )
@@ -181,7 +173,7 @@ def test_async_result_and_submit_fields(service: str) -> None:
 
 
 def test_wait_long_polls_and_raises_timeout_error(start_server: Any) -> None:
-    url = up(start_server, KERNEL_DELAY="30")
+    url = serve(start_server, KERNEL_DELAY="30")
     with Client(url) as client:
         run = client.submit(**SMALL_RUN)
         started = time.monotonic()
@@ -192,8 +184,8 @@ def test_wait_long_polls_and_raises_timeout_error(start_server: Any) -> None:
     assert 1.5 <= waited < 5
 
 
-def test_runs_walks_every_page_both_ways_and_by_status(service: str, database_url: str) -> None:
-    with Client(service) as client:
+def test_runs_walks_every_page_both_ways_and_by_status(service_url: str, database_url: str) -> None:
+    with Client(service_url) as client:
         ids = [client.submit(**SMALL_RUN).id for _ in range(230)]  # three pages of 100
         client.wait(ids[-1])
         newest = [run.id for run in client.runs()]
@@ -205,9 +197,9 @@ def test_runs_walks_every_page_both_ways_and_by_status(service: str, database_ur
     assert all(run.status == "done" and run.name and run.created_at for run in done)
 
 
-def test_async_runs_walks_every_page(service: str) -> None:
+def test_async_runs_walks_every_page(service_url: str) -> None:
     async def go() -> tuple[list[int], list[int]]:
-        async with AsyncClient(service) as client:
+        async with AsyncClient(service_url) as client:
             ids = [(await client.submit(**SMALL_RUN)).id for _ in range(150)]
             return ids, [run.id async for run in client.runs(order="asc")]
 
@@ -216,7 +208,7 @@ def test_async_runs_walks_every_page(service: str) -> None:
 
 
 def test_cancel_delete_and_csv(start_server: Any, tmp_path: Path) -> None:
-    url = up(start_server, KERNEL_DELAY="30")
+    url = serve(start_server, KERNEL_DELAY="30")
     with Client(url) as client:
         running = client.submit(**SMALL_RUN)
         queued = client.submit(**SMALL_RUN)
@@ -237,24 +229,24 @@ def test_cancel_delete_and_csv(start_server: Any, tmp_path: Path) -> None:
     assert not (tmp_path / "early.csv").exists()
 
 
-def test_csv_is_the_api_s_csv(service: str, tmp_path: Path) -> None:
+def test_csv_is_the_api_s_csv(service_url: str, tmp_path: Path) -> None:
     async def go() -> int:
-        async with AsyncClient(service) as client:
+        async with AsyncClient(service_url) as client:
             run = await client.wait((await client.submit(**SMALL_RUN)).id)
             await client.csv(run.id, tmp_path / "async.csv")
             return run.id
 
     calc_id = asyncio.run(go())
-    with Client(service) as client:
+    with Client(service_url) as client:
         client.csv(calc_id, tmp_path / "sync.csv")
-    with urllib.request.urlopen(f"{service}/api/v1/calculations/{calc_id}/result.csv") as got:
+    with urllib.request.urlopen(f"{service_url}/api/v1/calculations/{calc_id}/result.csv") as got:
         expected = got.read()
     assert (tmp_path / "sync.csv").read_bytes() == expected
     assert (tmp_path / "async.csv").read_bytes() == expected
 
 
 def test_async_cancel_delete_and_their_errors(start_server: Any) -> None:
-    url = up(start_server, KERNEL_DELAY="30")
+    url = serve(start_server, KERNEL_DELAY="30")
 
     async def go() -> None:
         async with AsyncClient(url) as client:
@@ -272,7 +264,7 @@ def test_async_cancel_delete_and_their_errors(start_server: Any) -> None:
 
 
 def test_errors_are_typed_and_read_from_the_json(start_server: Any, database_url: str) -> None:
-    url = up(start_server, API_TOKEN="s3cret")
+    url = serve(start_server, API_TOKEN="s3cret")
     with Client(url, token="s3cret") as client:
         with pytest.raises(NotFound) as missing:
             client.get(10**17)
@@ -294,7 +286,7 @@ def test_errors_are_typed_and_read_from_the_json(start_server: Any, database_url
 
 
 def test_async_errors_are_typed(start_server: Any) -> None:
-    url = up(start_server, API_TOKEN="s3cret")
+    url = serve(start_server, API_TOKEN="s3cret")
 
     async def go() -> None:
         async with AsyncClient(url, token="s3cret") as client:
@@ -382,8 +374,8 @@ def pipe(source: socket.socket, sink: socket.socket) -> None:
 
 
 @pytest.fixture
-def lossy(service: str) -> Iterator[LosesFirstAnswer]:
-    relay = LosesFirstAnswer(int(service.rpartition(":")[2]))
+def lossy(service_url: str) -> Iterator[LosesFirstAnswer]:
+    relay = LosesFirstAnswer(int(service_url.rpartition(":")[2]))
     yield relay
     relay.close()
 
@@ -410,9 +402,9 @@ def test_async_create_whose_answer_was_lost_makes_one_run(
 
 
 def test_a_delete_whose_answer_was_lost_is_done_once(
-    service: str, lossy: LosesFirstAnswer, database_url: str
+    service_url: str, lossy: LosesFirstAnswer, database_url: str
 ) -> None:
-    with Client(service) as direct:
+    with Client(service_url) as direct:
         calc_id = direct.submit(**SMALL_RUN).id
     with Client(lossy.url) as client:
         client.delete(calc_id)  # the retry's 404 means the first try deleted it
@@ -444,7 +436,7 @@ def test_a_create_across_a_restart_of_the_service_makes_one_run(
 def test_a_full_queue_is_retried_after_retry_after_into_one_run(
     start_server: Any, database_url: str
 ) -> None:
-    url = up(start_server, KERNEL_DELAY="30", MAX_QUEUED="1")
+    url = serve(start_server, KERNEL_DELAY="30", MAX_QUEUED="1")
     with Client(url) as client:
         client.submit(**SMALL_RUN)  # running
         waiting = client.submit(**SMALL_RUN)  # queued: the queue is full
@@ -466,7 +458,7 @@ def test_a_create_across_a_restart_of_postgresql_makes_one_run(
     start_server: Any, kind: str
 ) -> None:
     with throwaway_server(*TEST_SERVER_SETTINGS) as pg:
-        url = up(start_server, DATABASE_URL=pg.url)
+        url = serve(start_server, DATABASE_URL=pg.url)
         made: list[Run] = []
 
         def create() -> None:
@@ -506,10 +498,10 @@ def test_the_client_imports_none_of_the_server_s_dependencies() -> None:
 
 
 def test_sync_map_works_where_a_loop_already_runs_as_in_a_notebook(
-    service: str, capsys: pytest.CaptureFixture[str]
+    service_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def cell() -> list[Run]:  # a notebook's cell runs inside the kernel's event loop
-        with Client(service) as client:
+        with Client(service_url) as client:
             return client.map(sweep(5))  # progress=True, but stderr is no terminal here
 
     runs = asyncio.run(cell())
@@ -519,7 +511,7 @@ def test_sync_map_works_where_a_loop_already_runs_as_in_a_notebook(
 
 
 def test_ctrl_c_stops_a_sync_map_at_once(start_server: Any, database_url: str) -> None:
-    url = up(start_server, KERNEL_DELAY="30")
+    url = serve(start_server, KERNEL_DELAY="30")
     code = (
         "import sys\n"
         "from calculations_client import Client\n"
