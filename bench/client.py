@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from bench import procs
 from bench.harness import CREATE, SMALL_RUN, Context, say
 from bench.report import Row, check_row, ratio_row
 from bench.scenarios import cancel_backlog, post_until_idle
@@ -76,29 +77,51 @@ def sync_map(base: str, n: int, concurrency: int) -> tuple[float, int]:
     return time.perf_counter() - started, sum(run.done for run in runs)
 
 
+async def async_map(base: str, n: int, concurrency: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    async with AsyncClient(base) as client:
+        runs = await client.map([SMALL_RUN] * n, progress=False, concurrency=concurrency)
+    return time.perf_counter() - started, sum(run.done for run in runs)
+
+
+async def map_times(ctx: Context, main: procs.Server) -> dict[str, tuple[float, int]]:
+    """The best of two turns of the loop and of each map, taken in turn (the loop, the async
+    map, the sync map), so that a slow moment or a growing table hits all three alike."""
+    s = ctx.settings
+    base, n = main.url(""), s.queue_runs
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(2):
+        ids, seconds = await post_until_idle(ctx, main, n)
+        found = {"loop": (seconds, len(ids))}
+        found["async"] = await async_map(base, n, s.queue_in_flight)
+        await ctx.wait_idle(main)
+        found["sync"] = await asyncio.to_thread(sync_map, base, n, s.queue_in_flight)
+        await ctx.wait_idle(main)
+        for kind, (took, done) in found.items():
+            if kind not in best or took < best[kind][0]:
+                best[kind] = (took, done)
+    return best
+
+
 async def client(ctx: Context) -> list[Row]:
     s = ctx.settings
     main = await ctx.main_server()
     await ctx.wait_idle(main)
-    base, n = main.url(""), s.queue_runs
-    # Each map beside the loop run just before it, on the same server and database.
-    _, loop_seconds = await post_until_idle(ctx, main, n)
-    started = time.perf_counter()
-    async with AsyncClient(base) as ours:
-        runs = await ours.map([SMALL_RUN] * n, progress=False, concurrency=s.queue_in_flight)
-    async_seconds = time.perf_counter() - started
-    await ctx.wait_idle(main)
-    _, sync_loop_seconds = await post_until_idle(ctx, main, n)
-    sync_seconds, sync_done = await asyncio.to_thread(sync_map, base, n, s.queue_in_flight)
-    await ctx.wait_idle(main)
+    n = s.queue_runs
+    times = await map_times(ctx, main)
+    (loop_seconds, _), (async_seconds, done), (sync_seconds, sync_done) = (
+        times["loop"],
+        times["async"],
+        times["sync"],
+    )
+    base = main.url("")
     rates = await asyncio.to_thread(create_rates, base, s.client_threads, s.client_creates)
     await cancel_backlog(ctx, main)
     creates = ", ".join(f"{name} {value:.0f}" for name, value in rates.items())
     say(
-        f"client: map {async_seconds:.2f} s (async), {sync_seconds:.2f} s (sync), loops"
-        f" {loop_seconds:.2f} s and {sync_loop_seconds:.2f} s; creates/s {creates}"
+        f"client: map {async_seconds:.2f} s (async), {sync_seconds:.2f} s (sync), loop"
+        f" {loop_seconds:.2f} s (best of two each); creates/s {creates}"
     )
-    done = sum(run.done for run in runs)
     return [
         ratio_row(
             "client",
@@ -108,13 +131,13 @@ async def client(ctx: Context) -> list[Row]:
             "s",
             at_most=1.5,
             percent=False,
-            note=f"{s.queue_in_flight} creates in flight, as the loop's posts",
+            note=f"{s.queue_in_flight} creates in flight, as the loop's posts; best of two turns",
         ),
         ratio_row(
             "client",
             f"client: Client.map of {n:,} small runs, vs the same loop",
             sync_seconds,
-            sync_loop_seconds,
+            loop_seconds,
             "s",
             at_most=1.5,
             percent=False,

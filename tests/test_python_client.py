@@ -24,7 +24,6 @@ from typing import Any
 
 import pandas
 import pytest
-import urllib3
 
 from bench.postgres import throwaway_server
 from calculations_client import (
@@ -311,7 +310,7 @@ def test_unreachable_is_unavailable_after_bounded_retries_with_the_cause() -> No
         spent = time.monotonic() - started
     assert (gone.value.status, gone.value.code) == (None, "unreachable")
     assert "after 3 tries" in gone.value.message
-    assert isinstance(gone.value.__cause__, urllib3.exceptions.HTTPError)
+    assert isinstance(gone.value.__cause__, ConnectionRefusedError)
     assert spent < 2.5
 
     async def go() -> ApiError:
@@ -549,3 +548,15 @@ def test_the_plain_progress_line_when_tqdm_is_missing(monkeypatch: pytest.Monkey
     os.close(main)
     assert seen.replace("\r\n", "\n") == "".join(f"\rruns ended: {n}/3" for n in range(4)) + "\n"
     assert isinstance(bar(3, False, sys.stderr), Quiet)
+
+
+def test_a_connection_the_service_closed_while_idle_is_not_reused(
+    start_server: Any, database_url: str
+) -> None:
+    url = serve(start_server, CLIENT_TIMEOUT="1")  # it closes connections idle for 1 s
+    with Client(url, retry=Retry(attempts=1)) as client:  # a lost request would raise
+        client.submit(**SMALL_RUN)
+        time.sleep(1.5)
+        client.submit(**SMALL_RUN)
+        assert client.get(1).id == 1
+    assert count_runs(database_url) == 2

@@ -1,9 +1,10 @@
-"""`Client`: the API in plain calls, over urllib3's connection pool (safe to share between
-threads)."""
+"""`Client`: the API in plain calls, over kept-alive http.client connections (safe to share
+between threads)."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import threading
 import time
@@ -12,12 +13,10 @@ from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
-
-import urllib3
 
 from calculations_client import protocol
 from calculations_client.aio import AsyncClient, write
+from calculations_client.connections import Connections
 from calculations_client.frames import frame_of
 from calculations_client.models import Run
 from calculations_client.protocol import CONCURRENCY, DEFAULT_RETRY, Call, Retry
@@ -44,10 +43,7 @@ class Client:
     ) -> None:
         self.url, self.token = protocol.settings(url, token)
         self.timeout, self.retry = timeout, retry
-        # One pool for the one origin: a PoolManager parses the URL and looks its pool up on
-        # every request. Not blocking: a thread beyond its size opens its own connection.
-        self._pool = urllib3.connection_from_url(self.url, maxsize=CONCURRENCY, block=False)
-        self._prefix = urlsplit(self.url).path  # a service served under a path
+        self._connections = Connections(self.url, timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -58,7 +54,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._pool.close()
+        self._connections.close()
 
     def send(self, call: Call) -> bytes | None:
         """One request, retried within `retry`; the body, or None (see `Call.done_before`)."""
@@ -66,25 +62,23 @@ class Client:
         while True:
             tried += 1
             try:
-                answer = self._pool.request(
+                status, retry_after, body = self._connections.request(
                     call.method,
-                    call.url(self._prefix),
-                    body=call.body,
-                    headers=call.headers(self.token),
-                    timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout + call.holds),
-                    retries=False,
-                    redirect=False,
+                    call.url(""),
+                    call.body,
+                    call.headers(self.token),
+                    self.timeout + call.holds,
                 )
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 pause = self.retry.pause(tried, started, None)
                 if pause is None:
                     raise protocol.unreachable(self.url, exc, tried) from exc
             else:
-                if answer.status not in protocol.RETRIED:
-                    return protocol.checked(call, answer.status, answer.data, tried)
-                pause = self.retry.pause(tried, started, answer.headers.get("Retry-After"))
+                if status not in protocol.RETRIED:
+                    return protocol.checked(call, status, body, tried)
+                pause = self.retry.pause(tried, started, retry_after)
                 if pause is None:
-                    return protocol.checked(call, answer.status, answer.data, tried)
+                    return protocol.checked(call, status, body, tried)
             time.sleep(pause)
 
     def json(self, call: Call) -> Any:
