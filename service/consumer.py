@@ -87,7 +87,7 @@ class Consumer:
         if asyncio.get_running_loop().time() < self._paused_until:
             return  # the disk was full: a claim now would compute a result with no room
         while self._free:
-            calc = await self._db.claim(self._leases.worker_id)
+            calc = await self.claim()
             if self._down:
                 log.info("the database is back; claiming again")
                 self._down = False
@@ -110,9 +110,18 @@ class Consumer:
             for calc_id in await self._db.cancelled_among(list(self._computing)):
                 self._kill(calc_id, CANCEL)
 
+    async def claim(self) -> Calculation | None:
+        """The oldest queued run, claimed under this process's worker record; a record the
+        database forgot (taken for gone while cut off) is made anew first."""
+        try:
+            return await self._db.claim(self._leases.worker_id)
+        except db.WorkerGone as gone:
+            await self._leases.register_again(gone.worker_id)
+            return await self._db.claim(self._leases.worker_id)
+
     async def run_once(self) -> bool:
         """Claim the oldest queued run and compute it here; False when the queue is empty."""
-        calc = await self._db.claim(self._leases.worker_id)
+        calc = await self.claim()
         if calc is None:
             return False
         await self._execute(self._free.pop(), calc)

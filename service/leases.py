@@ -89,12 +89,22 @@ class Leases:
         self.worker_id = 0  # set by `start`
         self._reached_since = time.monotonic()  # since when every look reached the database
         self._silent = False  # whether the last heartbeat missed the database
+        self._registering = asyncio.Lock()  # the heartbeat and a claim may both find it gone
 
     async def start(self) -> None:
         """Rescue what dead processes left, then record this one."""
         await self.rescue()
         if self._computes:
             await self._register()
+
+    async def register_again(self, gone_id: int) -> None:
+        """This worker was taken for gone while it was silent (cut off, paused): its runs
+        were queued again, its late writes are refused, and its record was forgotten. It
+        goes on as a new worker, registered once however many find it gone."""
+        async with self._registering:
+            if self.worker_id == gone_id:
+                log.warning("worker %d was taken for gone; registering anew", gone_id)
+                await self._register()
 
     async def _register(self) -> None:
         pid = os.getpid()
@@ -135,11 +145,9 @@ class Leases:
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
-                if self._computes and not await self._db.heartbeat(self.worker_id, time.time()):
-                    # Found gone while it was silent: its runs were queued again, and its late
-                    # writes are refused. It goes on as a new worker.
-                    log.warning("worker %d was taken for gone; registering anew", self.worker_id)
-                    await self._register()
+                worker_id = self.worker_id
+                if self._computes and not await self._db.heartbeat(worker_id, time.time()):
+                    await self.register_again(worker_id)
                 await self.rescue()
                 if self._silent:
                     log.info("worker %d: heartbeats again", self.worker_id)

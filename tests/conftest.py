@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import date
@@ -188,9 +189,17 @@ async def claim_run(
     """The oldest queued run claimed, as another consumer would: the consumer's statement.
     With no worker, as a process that has since gone (or an older version) would."""
     if not isinstance(conn, aiosqlite.Connection):
-        return await conn.claim(worker_id)  # type: ignore[arg-type]
+        return await conn.claim(worker_id or await recorded_worker(conn))
     row = await db.fetch_one(conn, db.CLAIM_NEXT, {"now": utcnow(), "worker": worker_id})
     return None if row is None else Calculation.from_row(row)
+
+
+async def recorded_worker(where: aiosqlite.Connection | Database) -> int:
+    """A worker record, as a process that computes makes at its start: a claim names one."""
+    args = ("test-host", os.getpid(), 1, time.time())
+    if isinstance(where, aiosqlite.Connection):
+        return await db.register_worker(where, *args)
+    return await where.register_worker(*args)
 
 
 async def wait_for_terminal(

@@ -17,7 +17,7 @@ from service.config import Config
 from service.db import insert_params
 from service.db import sqlite_runs as db
 from service.models import Status
-from tests.conftest import claim_run, insert_run, insert_runs
+from tests.conftest import claim_run, insert_run, insert_runs, recorded_worker
 
 DAY = date(2024, 1, 1)
 Part = TypeVar("Part", db.Reader, db.Queue)
@@ -158,10 +158,11 @@ async def test_no_run_is_started_before_it_was_created(
     """Another producer inserts runs now and then, while claims keep the queue empty: each
     claim takes its time holding the write lock, so after every commit it can see."""
     produced = asyncio.Event()
+    worker = await recorded_worker(conn)
 
     async def claims() -> None:
         while not produced.is_set():
-            await batcher.claim(worker_id=1)
+            await batcher.claim(worker)
 
     async def other_producer() -> None:
         for i in range(50):

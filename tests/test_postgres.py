@@ -23,7 +23,7 @@ from service.db import Database, insert_params, open_database, postgres
 from service.events import RunEvents
 from service.leases import is_gone, this_host
 from service.models import Status, Worker
-from tests.conftest import SMALL_RUN, TEST_SERVER_SETTINGS, admin, on_database
+from tests.conftest import SMALL_RUN, TEST_SERVER_SETTINGS, admin, on_database, recorded_worker
 
 LARGE = (date(1800, 1, 1), date(2073, 10, 15), 1)  # 100,000 rows: several pieces
 
@@ -95,7 +95,7 @@ async def test_notices_tell_another_process_what_happened_to_runs(
         assert calc_id is not None
         await until(lambda: heard == ["queued"])
         with events.watch(calc_id) as ended:
-            claimed = await store.claim(0)
+            claimed = await store.claim(await recorded_worker(store))
             assert claimed is not None
             assert await store.cancel(calc_id) is not None
             await until(ended.is_set)
@@ -108,7 +108,7 @@ async def test_the_kernel_processes_store_is_fenced_and_idempotent(
 ) -> None:
     calc_id = await store.insert(one_day())
     assert calc_id is not None
-    claimed = await store.claim(0)
+    claimed = await store.claim(await recorded_worker(store))
     assert claimed is not None
     output = kernel.run(claimed.date_start, claimed.date_fin, claimed.lag, claimed.seed, 0.0)
     # Another attempt's write is refused; this attempt's is taken, and taken again when
@@ -131,7 +131,7 @@ async def test_a_large_result_is_read_back_in_pieces_in_every_form(
         insert_params(name="large", seed=3, lag=1, date_start=LARGE[0], date_fin=LARGE[1])
     )
     assert calc_id is not None
-    claimed = await store.claim(0)
+    claimed = await store.claim(await recorded_worker(store))
     assert claimed is not None
     output = await asyncio.to_thread(kernel.run, *LARGE, 3, 0.0)
     assert await asyncio.to_thread(store_in_thread, config, [(calc_id, 1)], output) == [True]

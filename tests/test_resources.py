@@ -31,7 +31,7 @@ from service.db import StorageFull, insert_params, open_database
 from service.db.sqlite import ResultStore
 from service.descriptors import RECHECK, DescriptorWatch, raise_open_files_limit
 from service.events import RunEvents
-from tests.conftest import ROOT, database, free_port, stop_server, wait_until_up
+from tests.conftest import ROOT, database, free_port, recorded_worker, stop_server, wait_until_up
 
 RUNS = "/api/v1/calculations"
 ONE_DAY = {"name": "a day", "date_start": date(2024, 1, 1), "date_fin": date(2024, 1, 1), "lag": 1}
@@ -284,7 +284,7 @@ async def test_the_database_on_a_full_disk_refuses_writes_as_storage_full(tmp_pa
         config = Config(database_url=f"sqlite:///{disk / 'runs.db'}")
         async with open_database(config, RunEvents()) as store:
             calc_id = await store.insert(insert_params(**ONE_DAY, seed=1))
-            claimed = await store.claim(worker_id=1)
+            claimed = await store.claim(await recorded_worker(store))
             assert claimed is not None
             output = kernel.run(date(1990, 1, 1), date(2019, 12, 31), 1, 1)
             filler = fill(disk)

@@ -159,6 +159,54 @@ async def test_a_worker_paused_past_its_lease_cannot_overwrite_the_rerun(
     assert finished < 1.5  # the rerun's (no delay), not the paused attempt's 2 s
 
 
+UNRECORDED = (
+    "SELECT id, worker_id FROM calculations"
+    " WHERE status = 'running' AND worker_id NOT IN (SELECT id FROM workers)"
+)
+
+
+async def test_a_worker_taken_for_gone_registers_again_before_it_claims(
+    start_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    """Paused past LEASE, a worker's record is forgotten by another; runs queued meanwhile
+    wait for it. Woken, it must not claim under the forgotten id (no rescue would ever look
+    for such a run): it registers anew, and a run it then takes is rescued when it dies."""
+    apis, workers = await start_processes(start_server, 1, 1, KERNEL_DELAY="0.5")
+    ((paused, _),) = workers
+    paused_id = worker_id(database_url, paused.pid)
+    family = [paused.pid, *children(paused.pid)]
+    for pid in family:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        start_server({"ROLE": "api", "LEASE": str(LEASE)}, "forgetter.log")
+        recorded = "SELECT count(*) FROM workers WHERE id = ?"
+        await until(lambda: database(database_url, recorded, (paused_id,)) == [(0,)], LEASE + 30)
+        async with aiohttp.ClientSession() as session:
+            ids = [await post(session, apis[0], seed=i) for i in range(6)]
+    finally:
+        for pid in family:
+            os.kill(pid, signal.SIGCONT)
+    unrecorded: list[tuple[Any, ...]] = []
+    async with asyncio.timeout(60):
+        while not all(r[0] == "done" for i, r in runs(database_url).items() if i in ids):
+            unrecorded += database(database_url, UNRECORDED)
+            await asyncio.sleep(0.005)
+    assert unrecorded == []
+    assert "was taken for gone; registering anew" in (tmp_path / "worker1.log").read_text()
+    renewed = worker_id(database_url, paused.pid)
+    assert renewed != paused_id
+    assert {runs(database_url)[i][2] for i in ids} == {renewed}
+    # Killed mid-run with its kernel, its run is found by the next look (the API process's).
+    async with aiohttp.ClientSession() as session:
+        last = await post(session, apis[0], seed=99)
+    await until(lambda: runs(database_url)[last][0] == "running", 10, step=0.01)
+    for pid in [paused.pid, *children(paused.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    await until(lambda: runs(database_url)[last][0] == "queued", LEASE + 10)
+    assert time.monotonic() - killed < LEASE + 1
+
+
 @pytest.mark.parametrize("stop", ["cancel", "delete"])
 async def test_a_cancel_or_delete_through_one_api_stops_the_run_another_worker_computes(
     start_server: Any, database_url: str, tmp_path: Path, stop: str

@@ -137,7 +137,8 @@ class Database(Protocol):
         idempotency key is taken. Answered once committed."""
 
     async def claim(self, worker_id: int) -> Calculation | None:
-        """The oldest queued run, now running for this worker; None if none is queued."""
+        """The oldest queued run, now running for this worker; None if none is queued.
+        WorkerGone, claiming nothing, if the database no longer records this worker."""
 
     async def get(self, calc_id: int, form: Form = "plain") -> Calculation | None:
         """The run, with its result once done."""
@@ -247,6 +248,16 @@ def open_result_store(database_url: str) -> ResultStore:
 
 class DatabaseUnavailable(Exception):
     """The database cannot be opened or reached: the service cannot start."""
+
+
+class WorkerGone(Exception):
+    """A claim named a worker the database no longer records: it was taken for gone while
+    it was silent (cut off, paused) and its runs were rescued. A run must never name an
+    unrecorded worker, which no rescue would look for: the worker registers anew first."""
+
+    def __init__(self, worker_id: int) -> None:
+        super().__init__(f"worker {worker_id} is no longer recorded")
+        self.worker_id = worker_id
 
 
 class DatabaseDown(Exception):

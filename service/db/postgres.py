@@ -38,6 +38,7 @@ from service.db import (
     Form,
     GroupCommit,
     StorageFull,
+    WorkerGone,
     utcnow,
 )
 from service.db import postgres_sql as sql
@@ -182,7 +183,10 @@ class PostgresDatabase:
 
     async def claim(self, worker_id: int) -> Calculation | None:
         row = await self._row(sql.CLAIM_NEXT, worker_id)
-        return None if row is None else Calculation.from_row(row)
+        assert row is not None  # one row, whatever was claimed
+        if not row["recorded"]:
+            raise WorkerGone(worker_id)
+        return None if row["id"] is None else Calculation.from_row(row)
 
     async def get(self, calc_id: int, form: Form = "plain") -> Calculation | None:
         gzip = form == "gzip"
@@ -337,10 +341,12 @@ class PostgresDatabase:
     ) -> tuple[list[int], list[int]]:
         async def rescue(conn: asyncpg.Connection) -> tuple[list[int], list[int]]:
             async with conn.transaction():
-                failed = await conn.fetch(sql.FAIL_EXHAUSTED, gone, max_attempts)
-                queued = await conn.fetch(sql.REQUEUE_ORPHANED, gone)
+                # Forgotten first: the DELETE waits for a claim holding a gone worker's row,
+                # and the statements after it see what that claim took.
                 if gone:
                     await conn.execute(sql.FORGET_WORKERS, gone)
+                failed = await conn.fetch(sql.FAIL_EXHAUSTED, gone, max_attempts)
+                queued = await conn.fetch(sql.REQUEUE_ORPHANED, gone)
             return sorted(row[0] for row in failed), sorted(row[0] for row in queued)
 
         return await self._run(rescue)

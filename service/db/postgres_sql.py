@@ -58,15 +58,24 @@ SELECT octet_length(result_csv), octet_length(result_deflated) FROM calculations
 """
 
 # The oldest queued run that no other claim holds; rows being claimed are skipped, never
-# waited for, so workers claiming together each take a different run, oldest first.
+# waited for, so workers claiming together each take a different run, oldest first. Only for
+# a recorded worker (`recorded` says whether it is): its row is locked until the claim
+# commits, so a rescue forgetting it waits, and then finds the run among the worker's.
 CLAIM_NEXT = f"""
-UPDATE calculations
-SET status = 'running', started_at = utc_text(), attempts = attempts + 1, worker_id = $1
-WHERE id = (
-    SELECT id FROM calculations WHERE status = 'queued' ORDER BY id
-    LIMIT 1 FOR UPDATE SKIP LOCKED
+WITH recorded AS (
+    SELECT id FROM workers WHERE id = $1 FOR KEY SHARE
+), claimed AS (
+    UPDATE calculations
+    SET status = 'running', started_at = utc_text(), attempts = attempts + 1, worker_id = $1
+    WHERE id = (
+        SELECT id FROM calculations
+        WHERE status = 'queued' AND EXISTS (SELECT FROM recorded)
+        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+    )
+    RETURNING {COLUMNS}
 )
-RETURNING {COLUMNS}
+SELECT EXISTS (SELECT FROM recorded) AS recorded, claimed.*
+FROM (VALUES (1)) AS one LEFT JOIN claimed ON true
 """
 
 # Writes for one attempt of a run apply only while that attempt is the current one.

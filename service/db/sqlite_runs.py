@@ -20,7 +20,7 @@ import aiosqlite
 
 import kernel
 from service.compression import csv_of, inflate
-from service.db import Form, GroupCommit, utcnow
+from service.db import Form, GroupCommit, WorkerGone, utcnow
 from service.db.migrate import migrate_sqlite_file
 from service.models import Calculation, Deflated, Pieces, Status, Summary, Worker
 
@@ -78,6 +78,8 @@ SET status = 'running', started_at = :now, attempts = attempts + 1, worker_id = 
 WHERE id = (SELECT id FROM calculations WHERE status = 'queued' ORDER BY id LIMIT 1)
 RETURNING {COLUMNS}
 """
+
+WORKER_RECORDED = "SELECT 1 FROM workers WHERE id = :worker"
 
 # Writes for one attempt of a run apply only while that attempt is the current one: a run
 # cancelled, timed out or recovered after a restart is never written over.
@@ -246,12 +248,13 @@ async def rescue_orphans(
 ) -> tuple[list[int], list[int]]:
     """The runs of workers that are gone (and of none): failed once they have used up their
     attempts (a run that kills its server must not do it forever), queued again otherwise.
-    Their ids, failed and queued again; the gone workers are forgotten."""
+    Their ids, failed and queued again; the gone workers are forgotten first, so that a run
+    one of them claims meanwhile is either among these or refused (`WorkerGone`)."""
     params = {"gone": json.dumps(gone), "now": utcnow(), "max_attempts": max_attempts}
-    failed = await conn.execute_fetchall(FAIL_EXHAUSTED, params)
-    queued = await conn.execute_fetchall(REQUEUE_ORPHANED, {"gone": params["gone"]})
     if gone:
         await conn.execute(FORGET_WORKERS, {"gone": params["gone"]})
+    failed = await conn.execute_fetchall(FAIL_EXHAUSTED, params)
+    queued = await conn.execute_fetchall(REQUEUE_ORPHANED, {"gone": params["gone"]})
     return sorted(row[0] for row in failed), sorted(row[0] for row in queued)
 
 
@@ -350,6 +353,9 @@ def claim_next(conn: sqlite3.Connection, worker_id: int) -> Calculation | None:
     if conn.execute(ANY_QUEUED).fetchone() is None:
         return None
     with write_lock(conn):  # the time is taken holding the lock, after every commit it sees
+        # Under the same lock as the claim: no rescue can forget the worker in between.
+        if conn.execute(WORKER_RECORDED, {"worker": worker_id}).fetchone() is None:
+            raise WorkerGone(worker_id)
         rows = conn.execute(CLAIM_NEXT, {"now": utcnow(), "worker": worker_id}).fetchall()
     return Calculation.from_row(rows[0]) if rows else None
 
