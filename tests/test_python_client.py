@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pty
+import select
 import signal
 import socket
 import subprocess
@@ -544,9 +545,14 @@ def test_the_plain_progress_line_when_tqdm_is_missing(monkeypatch: pytest.Monkey
         for _ in range(3):
             shown.update()
         shown.close()
-        seen = os.read(main, 4096).decode()
+        seen = b""
+        while not seen.endswith(b"\n"):  # the terminal passes it on in its own time
+            readable, _, _ = select.select([main], [], [], 5)
+            assert readable, f"the line stopped at {seen!r}"
+            seen += os.read(main, 4096)
     os.close(main)
-    assert seen.replace("\r\n", "\n") == "".join(f"\rruns ended: {n}/3" for n in range(4)) + "\n"
+    expected = "".join(f"\rruns ended: {n}/3" for n in range(4)) + "\n"
+    assert seen.decode().replace("\r\n", "\n") == expected
     assert isinstance(bar(3, False, sys.stderr), Quiet)
 
 
