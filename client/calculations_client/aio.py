@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -64,12 +65,12 @@ class AsyncClient:
 
     async def send(self, call: Call) -> bytes | None:
         """One request, retried within `retry`; the body, or None (see `Call.done_before`)."""
-        started, tried = time.monotonic(), 0
+        attempts = protocol.Attempts(call, self.retry, self.url)
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.timeout, sock_read=self.timeout + call.holds
         )
         while True:
-            tried += 1
+            attempts.start()
             try:
                 async with self.session().request(
                     call.method,
@@ -82,15 +83,11 @@ class AsyncClient:
                     status, body = answer.status, await answer.read()
                     retry_after = answer.headers.get("Retry-After")
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                pause = self.retry.pause(tried, started, None)
-                if pause is None:
-                    raise protocol.unreachable(self.url, exc, tried) from exc
+                pause = attempts.unanswered(exc)
             else:
-                if status not in protocol.RETRIED:
-                    return protocol.checked(call, status, body, tried)
-                pause = self.retry.pause(tried, started, retry_after)
-                if pause is None:
-                    return protocol.checked(call, status, body, tried)
+                if (later := attempts.retry_after(status, retry_after)) is None:
+                    return attempts.result(status, body)
+                pause = later
             await asyncio.sleep(pause)
 
     async def json(self, call: Call) -> Any:
@@ -167,16 +164,12 @@ class AsyncClient:
 
     async def runs(self, status: str | None = None, order: str = "desc") -> AsyncIterator[Run]:
         seen: set[int] = set()
-        number = 1
-        while True:
+        for number in itertools.count(1):
             page = await self.json(protocol.page(number, status, order))
-            for item in page["items"]:
-                if item["id"] not in seen:
-                    seen.add(item["id"])
-                    yield Run.from_json(item)
-            if number >= page["pages"] or not page["items"]:
+            for run in protocol.fresh(page, seen):
+                yield run
+            if protocol.last_page(page, number):
                 return
-            number += 1
 
     async def cancel(self, calc_id: int) -> Run:
         body = await self.json(protocol.cancel(calc_id))

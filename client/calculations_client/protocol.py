@@ -9,13 +9,15 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from calculations_client.errors import ApiError, Unavailable, error_of
+from calculations_client.errors import Unavailable, error_of
+from calculations_client.models import Run
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 RUNS = "/api/v1/calculations"
@@ -120,6 +122,18 @@ def page(number: int, status: str | None, order: str) -> Call:
     return Call("GET", RUNS, tuple(params))
 
 
+def fresh(page: Mapping[str, Any], seen: set[int]) -> list[Run]:
+    """The runs of a page of the list not met on an earlier one: a run created meanwhile
+    pushes the others a place on, and none comes twice."""
+    found = [Run.from_json(item) for item in page["items"] if item["id"] not in seen]
+    seen.update(run.id for run in found)
+    return found
+
+
+def last_page(page: Mapping[str, Any], number: int) -> bool:
+    return number >= page["pages"] or not page["items"]
+
+
 def cancel(calc_id: int) -> Call:
     return Call("POST", f"{run_path(calc_id)}/cancel", done_before=409)
 
@@ -194,16 +208,38 @@ def seconds_of(retry_after: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-def checked(call: Call, status: int, body: bytes, tried: int) -> bytes | None:
-    """The body of a successful answer; None when an earlier try did the work (`done_before`).
-    Any other answer of 400 or more raises its typed error."""
-    if status < 400:
-        return body
-    if tried > 1 and status == call.done_before:
-        return None
-    raise error_of(status, body)
+class Attempts:
+    """The tries of one call under a `Retry`, and what each outcome means: both clients'
+    `send` is this loop around their own request."""
 
+    def __init__(self, call: Call, retry: Retry, base: str) -> None:
+        self.call, self.retry, self.base = call, retry, base
+        self.started, self.tried = time.monotonic(), 0
 
-def unreachable(base: str, cause: BaseException, tried: int) -> ApiError:
-    reason = str(cause) or type(cause).__name__
-    return Unavailable(None, "unreachable", f"no answer from {base} after {tried} tries: {reason}")
+    def start(self) -> None:
+        self.tried += 1
+
+    def unanswered(self, cause: BaseException) -> float:
+        """The pause before the next try after no answer; Unavailable once the budget is
+        spent, with the transport's error as its cause."""
+        pause = self.retry.pause(self.tried, self.started, None)
+        if pause is None:
+            reason = str(cause) or type(cause).__name__
+            message = f"no answer from {self.base} after {self.tried} tries: {reason}"
+            raise Unavailable(None, "unreachable", message) from cause
+        return pause
+
+    def retry_after(self, status: int, retry_after: str | None) -> float | None:
+        """The pause before the next try after this answer; None when it is the last."""
+        if status not in RETRIED:
+            return None
+        return self.retry.pause(self.tried, self.started, retry_after)
+
+    def result(self, status: int, body: bytes) -> bytes | None:
+        """The body of a successful answer; None when an earlier try did the work
+        (`Call.done_before`). Any other answer of 400 or more raises its typed error."""
+        if status < 400:
+            return body
+        if self.tried > 1 and status == self.call.done_before:
+            return None
+        raise error_of(status, body)

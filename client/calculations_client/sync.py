@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import itertools
 import json
 import threading
 import time
@@ -58,9 +59,9 @@ class Client:
 
     def send(self, call: Call) -> bytes | None:
         """One request, retried within `retry`; the body, or None (see `Call.done_before`)."""
-        started, tried = time.monotonic(), 0
+        attempts = protocol.Attempts(call, self.retry, self.url)
         while True:
-            tried += 1
+            attempts.start()
             try:
                 status, retry_after, body = self._connections.request(
                     call.method,
@@ -70,15 +71,11 @@ class Client:
                     self.timeout + call.holds,
                 )
             except (OSError, http.client.HTTPException) as exc:
-                pause = self.retry.pause(tried, started, None)
-                if pause is None:
-                    raise protocol.unreachable(self.url, exc, tried) from exc
+                pause = attempts.unanswered(exc)
             else:
-                if status not in protocol.RETRIED:
-                    return protocol.checked(call, status, body, tried)
-                pause = self.retry.pause(tried, started, retry_after)
-                if pause is None:
-                    return protocol.checked(call, status, body, tried)
+                if (later := attempts.retry_after(status, retry_after)) is None:
+                    return attempts.result(status, body)
+                pause = later
             time.sleep(pause)
 
     def json(self, call: Call) -> Any:
@@ -140,17 +137,11 @@ class Client:
     def runs(self, status: str | None = None, order: str = "desc") -> Iterator[Run]:
         """Every run (of one status), by launch date, one page of 100 at a time."""
         seen: set[int] = set()
-        number = 1
-        while True:
+        for number in itertools.count(1):
             page = self.json(protocol.page(number, status, order))
-            for item in page["items"]:
-                # A run created meanwhile pushes the others a place on: none comes twice.
-                if item["id"] not in seen:
-                    seen.add(item["id"])
-                    yield Run.from_json(item)
-            if number >= page["pages"] or not page["items"]:
+            yield from protocol.fresh(page, seen)
+            if protocol.last_page(page, number):
                 return
-            number += 1
 
     def cancel(self, calc_id: int) -> Run:
         """Stop a queued or running run; Conflict if it had ended."""

@@ -109,6 +109,8 @@ def migrate_sqlite_file(db_path: Path, schema_path: Path, busy_timeout_ms: int) 
 def migrate_sqlite(conn: sqlite3.Connection, schema_path: Path, where: str) -> int:
     """Bring the file to the latest version: a new file made from schema.sql (which records
     the version it is at), an older one migrated step by step. The version it ends at."""
+    if sqlite_version(conn) == latest("sqlite"):  # every start but the first: no write lock
+        return latest("sqlite")
     for migration in [None, *migrations("sqlite")]:
         conn.execute("BEGIN IMMEDIATE")
         try:

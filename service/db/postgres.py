@@ -284,9 +284,7 @@ class PostgresDatabase:
         return None if row is None else Status(row[0])
 
     async def delete_finished(self, status: Status | None, before: str | None, limit: int) -> int:
-        value = status and status.value
-        done = await self._run(lambda conn: conn.execute(sql.DELETE_FINISHED, value, before, limit))
-        return int(done.split()[-1])  # "DELETE n"
+        return await self._run(functools.partial(delete_finished, status, before, limit))
 
     async def prune(self, before: str, limit: int) -> int | None:
         """One batch of the retention; None while another process holds the pruner's lock."""
@@ -295,16 +293,14 @@ class PostgresDatabase:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", sql.PRUNER_LOCK):
                 return None
             try:
-                done = await conn.execute(sql.DELETE_FINISHED, None, before, limit)
-                return int(done.split()[-1])
+                return await delete_finished(None, before, limit, conn)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", sql.PRUNER_LOCK)
 
         return await self._run(batch)
 
     async def compact(self, limit: int) -> int:
-        done = await self._run(lambda conn: conn.execute(sql.COMPACT, limit))
-        return int(done.split()[-1])  # "UPDATE n"
+        return rows_changed(await self._run(lambda conn: conn.execute(sql.COMPACT, limit)))
 
     async def mark_failed(
         self, calc: Calculation, error: str, duration: float | None, ended_at: str | None = None
@@ -398,6 +394,18 @@ async def enqueue_many(batch: list[dict[str, Any]], conn: asyncpg.Connection) ->
     columns = [[params[key] for params in batch] for key in sql.ENQUEUE_ARGS[:-1]]
     rows = await conn.fetch(sql.ENQUEUE_MANY, *columns, batch[0]["max_queued"])
     return [None if row[0] is None else int(row[0]) for row in rows]
+
+
+async def delete_finished(
+    status: Status | None, before: str | None, limit: int, conn: asyncpg.Connection
+) -> int:
+    done = await conn.execute(sql.DELETE_FINISHED, status and status.value, before, limit)
+    return rows_changed(done)
+
+
+def rows_changed(command_tag: str) -> int:
+    """How many rows a statement changed, from its command tag ("DELETE 12")."""
+    return int(command_tag.split()[-1])
 
 
 async def inflated(deflated: Pieces, size: int) -> Pieces:
