@@ -59,10 +59,13 @@ class Consumer:
         self._swept = 0.0  # when runs cancelled elsewhere were last looked for
         self._down = False  # whether the database was found down at the last look
         self._paused_until = 0.0  # no claims before this loop time: the disk was full
+        self._draining = False  # shutting down: a run that ends claims no other
+        self._wakeups = 0  # how many times a claim was called for, to tell if one came since
         events.on_queued.append(self.notify)
         events.on_cancelled.append(self.stop)
 
     def notify(self) -> None:
+        self._wakeups += 1
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -120,11 +123,12 @@ class Consumer:
             return await self._db.claim(self._leases.worker_id)
 
     async def run_once(self) -> bool:
-        """Claim the oldest queued run and compute it here; False when the queue is empty."""
+        """Claim the oldest queued run and compute it here, and no other; False when the
+        queue is empty."""
         calc = await self.claim()
         if calc is None:
             return False
-        await self._execute(self._free.pop(), calc)
+        await self._execute(self._free.pop(), calc, chain=False)
         return True
 
     def stop(self, calc_id: int) -> bool:
@@ -134,6 +138,7 @@ class Consumer:
     async def drain(self, grace: float) -> None:
         """Let running kernels finish for up to `grace` seconds, then stop them; what was cut
         off goes back to the queue without counting as an attempt."""
+        self._draining = True
         if self._tasks:
             log.info("waiting up to %.0f s for %d running calculation(s)", grace, len(self._tasks))
             await asyncio.wait(self._tasks, timeout=grace)
@@ -150,26 +155,49 @@ class Consumer:
         slot.kill()
         return True
 
-    async def _execute(self, slot: Slot, calc: Calculation) -> None:
+    async def _execute(self, slot: Slot, calc: Calculation, chain: bool = True) -> None:
+        """The run, then each run the kernel process claims as it stores the one before."""
+        next_calc: Calculation | None = calc
+        while next_calc is not None:
+            next_calc = await self._attempt(slot, next_calc, chain)
+
+    async def _attempt(self, slot: Slot, calc: Calculation, chain: bool) -> Calculation | None:
+        """One run in the slot, and how it ended recorded. The run the kernel process
+        claimed for the slot in the same commit as this one's result (PostgreSQL), which
+        keeps the slot; else None, and the slot is free."""
         log.info("calculation %d started (attempt %d)", calc.id, calc.attempts, extra=ids(calc))
         self._computing[calc.id] = slot
+        looks = chain and self._db.claims_on_store and not self._draining
+        claim_for = self._leases.worker_id if looks else None
+        wakeups = self._wakeups
         try:
-            outcome = await self._compute(slot, calc)
+            outcome = await self._compute(slot, calc, claim_for)
+        except BaseException:
+            self._free.append(slot)
+            raise
         finally:
-            # Free before the outcome is written: the next run starts computing meanwhile.
             self._computing.pop(calc.id, None)
             reason = self._stop_reasons.pop(calc.id, None)
+        output = outcome.output
+        claimed = output.claimed if isinstance(output, Stored) else None
+        if claimed is None:
+            # Free before the outcome is written: the next run starts computing meanwhile.
             self._free.append(slot)
-            self.notify()
+            # No claim is needed if the kernel process found the queue empty, unless a run
+            # was queued since its statement may have looked.
+            looked = isinstance(output, Stored) and output.looked
+            if not looked or self._wakeups != wakeups:
+                self.notify()
         try:
-            if isinstance(outcome.output, Stored):  # written by the kernel process already
-                self._record_done(calc, outcome.output)
+            if isinstance(output, Stored):  # written by the kernel process already
+                self._record_done(calc, output)
             else:
-                await asyncio.shield(self._record_failure(calc, outcome.output, outcome, reason))
+                await asyncio.shield(self._record_failure(calc, output, outcome, reason))
         finally:
             self._events.ended(calc.id)
+        return claimed
 
-    async def _compute(self, slot: Slot, calc: Calculation) -> Outcome:
+    async def _compute(self, slot: Slot, calc: Calculation, claim_for: int | None) -> Outcome:
         timer = None
         started = time.perf_counter()
         try:
@@ -187,6 +215,7 @@ class Consumer:
                 calc.lag,
                 calc.seed,
                 self._kernel_delay,
+                claim_for,
             )
         except Exception as exc:
             output = exc

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import kernel
 from service import db
+from service.models import Calculation
 
 NICENESS = 10  # added to the server's: a kernel process gets the CPU time the server leaves
 PARENT_CHECK_INTERVAL = 0.5  # seconds
@@ -25,10 +26,13 @@ _store: db.ResultStore | None = None
 
 class Stored(NamedTuple):
     """A run computed in the kernel process; `stored` is False when its attempt was no longer
-    the current one (cancelled, timed out, recovered), and nothing was written."""
+    the current one (cancelled, timed out, recovered), and nothing was written. `claimed`:
+    the next run, claimed for the worker in the same commit (PostgreSQL)."""
 
     stored: bool
     duration: float
+    claimed: Calculation | None = None
+    looked: bool = False  # at the queue, for `claimed`
 
 
 def serve(pipe: Connection, server: int, database_url: str) -> None:
@@ -76,10 +80,20 @@ def answer(fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def compute_and_store(
-    calc_id: int, attempt: int, date_start: date, date_fin: date, lag: int, seed: int, delay: float
+    calc_id: int,
+    attempt: int,
+    date_start: date,
+    date_fin: date,
+    lag: int,
+    seed: int,
+    delay: float,
+    claim_for: int | None = None,
 ) -> Stored:
+    """Compute the run and store it; with `claim_for` (a worker id), also claim the next run
+    for that worker where the backend can in the same commit."""
     assert _store is not None, "serve() opens the store"
     started = time.perf_counter()
     output = kernel.run(date_start, date_fin, lag, seed, delay)
     duration = time.perf_counter() - started
-    return Stored(_store.store(calc_id, attempt, output, duration), duration)
+    saved = _store.store(calc_id, attempt, output, duration, claim_for)
+    return Stored(saved.written, duration, saved.claimed, saved.looked)

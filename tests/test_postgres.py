@@ -19,7 +19,7 @@ import kernel
 from bench.postgres import throwaway_server
 from service.app import create_app
 from service.config import Config
-from service.db import Database, insert_params, open_database, postgres
+from service.db import Database, Saved, insert_params, open_database, postgres
 from service.events import RunEvents
 from service.leases import is_gone, this_host
 from service.models import Status, Worker
@@ -157,13 +157,52 @@ async def test_a_large_result_is_read_back_in_pieces_in_every_form(
     assert (gzip.deflated.crc, gzip.deflated.size) == (output.crc, len(output.json))
 
 
+async def test_a_store_claims_the_next_run_for_its_worker_in_the_same_commit(
+    config: Config, store: Database
+) -> None:
+    """As a kernel process ends a run on PostgreSQL: the next run is claimed with the store;
+    a store retried after its answer was lost finds the run it claimed; a refused store
+    claims nothing."""
+    worker = await recorded_worker(store)
+    ids = [await store.insert(one_day()) for _ in range(3)]
+    first = await store.claim(worker)
+    assert first is not None
+    output = kernel.run(first.date_start, first.date_fin, first.lag, first.seed, 0.0)
+
+    def store_twice_then_refused() -> list[Saved]:
+        result_store = postgres.ResultStore(config.database_url)
+        try:
+            saved = result_store.store(first.id, 1, output, 0.1, claim_for=worker)
+            again = result_store.store(first.id, 1, output, 0.1, claim_for=worker)
+            refused = result_store.store(first.id, 2, output, 0.1, claim_for=worker)
+            return [saved, again, refused]
+        finally:
+            result_store.close()
+
+    saved, again, refused = await asyncio.to_thread(store_twice_then_refused)
+    claimed = saved.claimed
+    assert claimed is not None
+    assert (saved.written, saved.looked) == (True, True)
+    assert (claimed.id, claimed.status, claimed.attempts) == (ids[1], Status.RUNNING, 1)
+    assert again.written
+    assert again.claimed == claimed  # found again, not a third run claimed
+    assert refused == Saved(written=False, claimed=None, looked=False)
+    rows = [await store.get_calculation(calc_id) for calc_id in ids]
+    statuses = [(row.status, row.started_at, row.finished_at) for row in rows if row is not None]
+    assert [status for status, _, _ in statuses] == [Status.DONE, Status.RUNNING, Status.QUEUED]
+    assert statuses[1][1] == statuses[0][2]  # started as the run before it finished
+
+
 def store_in_thread(
     config: Config, attempts: list[tuple[int, int]], output: kernel.Output
 ) -> list[bool]:
     """As a kernel process stores: synchronously, with a loop and a connection of its own."""
     result_store = postgres.ResultStore(config.database_url)
     try:
-        return [result_store.store(calc_id, attempt, output, 0.1) for calc_id, attempt in attempts]
+        return [
+            result_store.store(calc_id, attempt, output, 0.1).written
+            for calc_id, attempt in attempts
+        ]
     finally:
         result_store.close()
 

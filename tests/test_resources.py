@@ -301,7 +301,9 @@ async def test_the_database_on_a_full_disk_refuses_writes_as_storage_full(tmp_pa
             filler.unlink()
             assert await store.insert(insert_params(**ONE_DAY, seed=99)) is not None
             assert store.disk.full is None
-            assert ResultStore(config.db_path).store(claimed.id, claimed.attempts, output, 0.1)
+            assert (
+                ResultStore(config.db_path).store(claimed.id, claimed.attempts, output, 0.1).written
+            )
             assert calc_id == claimed.id
 
 

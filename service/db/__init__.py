@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from aiohttp import web
 
@@ -131,6 +131,9 @@ class Database(Protocol):
     """Every read and write of runs, workers and ping-pong traces."""
 
     disk: DiskState  # whether writes were last refused for a full disk
+    # Whether a kernel process's store also claims the next run (`ResultStore.store`'s
+    # `claim_for`), so that the consumer need not claim when a slot's run ends.
+    claims_on_store: bool
 
     async def insert(self, params: dict[str, Any]) -> int | None:
         """The id of the new queued run (`insert_params`); None if the queue is full or the
@@ -228,9 +231,28 @@ class ResultStore(Protocol):
     """What a kernel process stores a computed run with, so that a large result never passes
     through the server process."""
 
-    def store(self, calc_id: int, attempt: int, output: kernel.Output, duration: float) -> bool:
-        """Store the result of this attempt; False if the attempt is no longer the current
-        one (cancelled, timed out, rescued), and nothing was written."""
+    def store(
+        self,
+        calc_id: int,
+        attempt: int,
+        output: kernel.Output,
+        duration: float,
+        claim_for: int | None = None,
+    ) -> Saved:
+        """Store the result of this attempt. With `claim_for` (a worker id), a backend may
+        also claim the oldest queued run for that worker in the same commit."""
+
+
+class Saved(NamedTuple):
+    """What a kernel process's store did. `written` is False if the attempt was no longer
+    the current one (cancelled, timed out, rescued), and nothing was written. `claimed` is
+    the next run, claimed for the worker; `looked` says whether the queue was looked at
+    (not when no worker was named, the backend claims in the server, or the database no
+    longer records the worker)."""
+
+    written: bool
+    claimed: Calculation | None = None
+    looked: bool = False
 
 
 def open_result_store(database_url: str) -> ResultStore:

@@ -37,6 +37,7 @@ from service.db import (
     DiskState,
     Form,
     GroupCommit,
+    Saved,
     StorageFull,
     WorkerGone,
     utcnow,
@@ -136,6 +137,7 @@ class PostgresDatabase:
         self._pool = pool
         self._creates = GroupCommit(self._enqueue)
         self.disk = DiskState()
+        self.claims_on_store = True
 
     async def _run(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`use` on a connection of the pool. A server that is gone or does not answer
@@ -463,7 +465,14 @@ class ResultStore:
         self._loop = asyncio.new_event_loop()
         self._conn: asyncpg.Connection | None = None
 
-    def store(self, calc_id: int, attempt: int, output: kernel.Output, duration: float) -> bool:
+    def store(
+        self,
+        calc_id: int,
+        attempt: int,
+        output: kernel.Output,
+        duration: float,
+        claim_for: int | None = None,
+    ) -> Saved:
         args = (
             calc_id,
             attempt,
@@ -472,7 +481,7 @@ class ResultStore:
             output.crc,
             round(duration, 6),
         )
-        return self._loop.run_until_complete(self._store(args))
+        return self._loop.run_until_complete(self._store(args, claim_for))
 
     def close(self) -> None:
         """Let go of the connection and the loop (a kernel process that ends needs not)."""
@@ -480,16 +489,24 @@ class ResultStore:
             self._loop.run_until_complete(self._conn.close())
         self._loop.close()
 
-    async def _store(self, args: tuple[Any, ...]) -> bool:
+    async def _store(self, args: tuple[Any, ...], claim_for: int | None) -> Saved:
         while True:
             try:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await asyncpg.connect(**connection_settings(self._url))
-                if await self._conn.fetchrow(sql.MARK_DONE, *args) is not None:
-                    return True
+                row = await self._conn.fetchrow(sql.STORE_AND_CLAIM, *args, claim_for)
+                assert row is not None  # one row, whatever was stored and claimed
+                if row["stored"]:
+                    claimed = None if row["id"] is None else Calculation.from_row(row)
+                    return Saved(True, claimed, looked=row["recorded"])
                 # Refused: another attempt is current, or this one stored it already and
-                # the answer was lost with the connection.
-                return await self._conn.fetchval(sql.STORED_BY, *args[:2]) is not None
+                # the answer was lost with the connection, with what it claimed.
+                if await self._conn.fetchval(sql.STORED_BY, *args[:2]) is None:
+                    return Saved(False)
+                if claim_for is None:
+                    return Saved(True)
+                found = await self._conn.fetchrow(sql.CLAIMED_WITH, *args[:2], claim_for)
+                return Saved(True, None if found is None else Calculation.from_row(found))
             except GONE:
                 if self._conn is not None:
                     self._conn.terminate()

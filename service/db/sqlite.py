@@ -14,7 +14,7 @@ import aiosqlite
 
 import kernel
 from service.config import Config
-from service.db import DatabaseUnavailable, DiskState, Form, StorageFull, sqlite_traces
+from service.db import DatabaseUnavailable, DiskState, Form, Saved, StorageFull, sqlite_traces
 from service.db.sqlite_runs import (
     Queue,
     Reader,
@@ -83,6 +83,7 @@ class SqliteDatabase:
     ) -> None:
         self.writer, self._traces, self._reader, self._queue = writer, traces, reader, queue
         self.disk = DiskState()
+        self.claims_on_store = False
 
     @contextmanager
     def _writing(self, adds: bool = False) -> Iterator[None]:
@@ -214,9 +215,17 @@ class ResultStore:
     def __init__(self, db_path: Path) -> None:
         self._conn = connect_worker(db_path)
 
-    def store(self, calc_id: int, attempt: int, output: kernel.Output, duration: float) -> bool:
+    def store(
+        self,
+        calc_id: int,
+        attempt: int,
+        output: kernel.Output,
+        duration: float,
+        claim_for: int | None = None,
+    ) -> Saved:
+        """Claims nothing: on SQLite the server's claim is a call in its own process."""
         try:
-            return store_result(self._conn, calc_id, attempt, output, duration)
+            return Saved(store_result(self._conn, calc_id, attempt, output, duration))
         except sqlite3.OperationalError as exc:
             if is_disk_full(exc):  # the run goes back to the queue
                 raise StorageFull(str(exc)) from None
