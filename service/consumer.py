@@ -156,10 +156,15 @@ class Consumer:
         return True
 
     async def _execute(self, slot: Slot, calc: Calculation, chain: bool = True) -> None:
-        """The run, then each run the kernel process claims as it stores the one before."""
-        next_calc: Calculation | None = calc
-        while next_calc is not None:
-            next_calc = await self._attempt(slot, next_calc, chain)
+        """The run, then each run the kernel process claims as it stores the one before;
+        one it claimed as the shutdown began goes back to the queue, not computed."""
+        claimed = await self._attempt(slot, calc, chain)
+        while claimed is not None:
+            if self._draining:
+                self._free.append(slot)
+                await self._requeue_at_shutdown(claimed)
+                return
+            claimed = await self._attempt(slot, claimed, chain)
 
     async def _attempt(self, slot: Slot, calc: Calculation, chain: bool) -> Calculation | None:
         """One run in the slot, and how it ended recorded. The run the kernel process
@@ -230,17 +235,20 @@ class Consumer:
             log.info("calculation %d done in %.3f s", calc.id, stored.duration, extra=ids(calc))
             self._metrics.finished(Status.DONE, stored.duration)
 
+    async def _requeue_at_shutdown(self, calc: Calculation) -> None:
+        # Not waited for long: a run left running by a process that is gone is rescued by
+        # the next process that looks (its pid no longer runs it).
+        requeue = functools.partial(self._db.requeue, calc)
+        if await until_recorded(requeue, patience=SHUTDOWN_PATIENCE):
+            log.info(
+                "calculation %d stopped by the shutdown, queued again", calc.id, extra=ids(calc)
+            )
+
     async def _record_failure(
         self, calc: Calculation, exc: Exception, outcome: Outcome, reason: str | None
     ) -> None:
         if reason == SHUTDOWN:
-            # Not waited for long: a run left running by a process that is gone is rescued
-            # by the next process that looks (its pid no longer runs it).
-            requeue = functools.partial(self._db.requeue, calc)
-            if await until_recorded(requeue, patience=SHUTDOWN_PATIENCE):
-                log.info(
-                    "calculation %d stopped by the shutdown, queued again", calc.id, extra=ids(calc)
-                )
+            await self._requeue_at_shutdown(calc)
             return
         if reason == CANCEL:
             log.info("calculation %d cancelled while running", calc.id, extra=ids(calc))

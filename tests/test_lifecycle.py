@@ -51,6 +51,22 @@ async def test_sigterm_lets_a_running_kernel_finish_within_the_grace(
     assert row(database_url, 1) == ("done", 1)
 
 
+async def test_sigterm_starts_no_other_queued_run(
+    start_server: Any, tmp_path: Path, database_url: str
+) -> None:
+    """The running run ends; the queued ones wait for the next server, untouched (on
+    PostgreSQL, the kernel process claims the next run as it stores one)."""
+    proc, base = start_server({"KERNEL_DELAY": "1", "SHUTDOWN_GRACE": "30"})
+    await wait_until_up(base)
+    async with aiohttp.ClientSession() as session:
+        urls = [await post_run(session, base) for _ in range(4)]
+        await wait_for(session, urls[0], "running")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    rows = [row(database_url, calc_id) for calc_id in range(1, 5)]
+    assert rows == [("done", 1), ("queued", 0), ("queued", 0), ("queued", 0)]
+
+
 async def test_sigint_with_too_short_a_grace_queues_the_run_again(
     start_server: Any, tmp_path: Path, database_url: str
 ) -> None:
