@@ -313,7 +313,7 @@ async def pool_context(app: web.Application) -> AsyncIterator[None]:
     pool.start()
     app[POOL] = pool
     yield
-    pool.close()
+    await pool.close()
 
 
 async def consumer_context(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -16,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 from service import worker
 
 T = TypeVar("T")
+EXIT_PATIENCE = 2.0  # seconds a kernel process may take to leave once the server lets go
 
 
 class KernelStopped(Exception):
@@ -138,12 +140,15 @@ class Slot:
             asyncio.get_running_loop().remove_reader(self._pipe.fileno())
             self._pipe.close()
 
-    def close(self) -> None:
-        """Let go of the process; one still running sees the pipe end and leaves."""
+    def close(self) -> BaseProcess | None:
+        """Let go of the process, and return it; one still running sees the pipe end and
+        leaves."""
+        process = self._process
         self._unwatch()
         if self._ready is not None and not self._ready.done():
             self._ready.cancel()
         self._process, self._pipe, self._ready = None, None, None
+        return process
 
 
 class KernelPool:
@@ -156,7 +161,14 @@ class KernelPool:
         for slot in self.slots:
             slot.start()
 
-    def close(self) -> None:
-        for slot in self.slots:
-            slot.kill()
-            slot.close()
+    async def close(self) -> None:
+        """Each process sees its pipe end and leaves as a program does (its connection
+        closed, its exit handlers run); one still there after EXIT_PATIENCE, in the middle
+        of a run, is killed."""
+        processes = [process for slot in self.slots if (process := slot.close()) is not None]
+        deadline = time.monotonic() + EXIT_PATIENCE
+        for process in processes:
+            await asyncio.to_thread(process.join, max(0.0, deadline - time.monotonic()))
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)

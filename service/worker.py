@@ -47,13 +47,13 @@ def serve(pipe: Connection, server: int, database_url: str) -> None:
     import pandas  # noqa: F401
 
     _store = db.open_result_store(database_url)
-    pipe.send((READY, None))
-    while True:
-        try:
+    try:
+        pipe.send((READY, None))
+        while True:
             fn, args = pipe.recv()
             pipe.send(answer(fn, args))
-        except (EOFError, BrokenPipeError):  # the server is gone
-            return
+    except (EOFError, BrokenPipeError):  # the server let go of it, or is gone
+        return
 
 
 def _exit_with_parent(parent: int) -> None:

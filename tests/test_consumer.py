@@ -33,7 +33,7 @@ async def pool(config: Config) -> AsyncIterator[KernelPool]:
     kernel_pool = KernelPool(workers=1, database_url=config.database_url)
     kernel_pool.start()
     yield kernel_pool
-    kernel_pool.close()
+    await kernel_pool.close()
 
 
 @pytest.fixture
