@@ -36,16 +36,18 @@ SCENARIOS: dict[str, Scenario] = {
     "drivers": drivers.drivers,
     "scaling": scaling.scaling,
 }
-# What PostgreSQL runs: all but list (its ceiling reads a SQLite file it builds), start (it
-# measures the start on a new SQLite file) and drivers (PostgreSQL's already).
+# What PostgreSQL runs: all but pruning (its database is built from SQLite rows) and drivers
+# (PostgreSQL's already).
 POSTGRES_SCENARIOS = (
     "intake",
     "queue",
     "client",
     "latency",
     "large",
+    "list",
     "responsive",
     "memory",
+    "start",
     "scaling",
 )
 BACKENDS = ("sqlite", "postgresql")

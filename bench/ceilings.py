@@ -7,6 +7,7 @@
 - `result`: `GET /api/v1/calculations/{id}`: the result's JSON stored as it is (`keep_plain_copy`),
   sent as it is;
 - `list`: `GET /api/v1/calculations?page&per_page&order&status`: one indexed OFFSET query;
+- `pg-list` (`--url` of our database on a PostgreSQL server): `list`, through asyncpg;
 - `pg-asyncpg`, `pg-psycopg` (`--url` of a PostgreSQL server): `POST /api/v1/calculations`:
   parse the JSON body, one `INSERT ... RETURNING id` through a pool of `PG_POOL` connections
   of that driver, 201 + id. The two drivers, side by side (`bench/drivers.py`).
@@ -300,7 +301,52 @@ def psycopg_app(url: str) -> web.Application:
     return pg_app(insert, context)
 
 
+def asyncpg_list_app(url: str) -> web.Application:
+    """list's ceiling on PostgreSQL: the same OFFSET query as `list_app`, through asyncpg, on
+    our database, its totals counted once."""
+    statements = {
+        key: sql.replace("?", "{}").format(*(f"${n}" for n in range(1, sql.count("?") + 1)))
+        for key, sql in LIST.items()
+    }
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        import asyncpg
+
+        async with asyncpg.create_pool(url, min_size=PG_POOL, max_size=PG_POOL) as pool:
+            rows = await pool.fetch("SELECT status, count(*) FROM calculations GROUP BY status")
+            totals: dict[str | None, int] = {row[0]: row[1] for row in rows}
+            totals[None] = sum(totals.values())
+            app[POOL], app[TOTALS] = pool, totals
+            yield
+
+    async def get(request: web.Request) -> web.Response:
+        query = request.query
+        page, per_page = int(query.get("page", 1)), int(query.get("per_page", 10))
+        status = query.get("status")
+        order = "ASC" if query.get("order") == "asc" else "DESC"
+        params: list[Any] = [] if status is None else [status]
+        params += [per_page, (page - 1) * per_page]
+        rows = await request.app[POOL].fetch(statements[order, status is not None], *params)
+        items = [{"id": r[0], "name": r[1], "created_at": r[2], "status": r[3]} for r in rows]
+        total = request.app[TOTALS].get(status, 0)
+        return web.json_response(
+            {
+                "items": items,
+                "page": page,
+                "per_page": per_page,
+                "total": total,
+                "pages": math.ceil(total / per_page),
+            }
+        )
+
+    app = web.Application()
+    app.cleanup_ctx.append(context)
+    app.router.add_get("/api/v1/calculations", get)
+    return app
+
+
 PG_APPS: dict[str, Callable[[str], web.Application]] = {
+    "pg-list": asyncpg_list_app,
     "pg-asyncpg": asyncpg_app,
     "pg-psycopg": psycopg_app,
     "pg-result": asyncpg_result_app,

@@ -90,7 +90,11 @@ async def start(ctx: Context) -> list[Row]:
     bare: list[float] = []
     ours: list[float] = []
     for i in range(ctx.settings.starts):
-        db = ctx.workdir / f"start-{i}" / "calc.db"
+        db = (
+            ctx.workdir / f"start-{i}" / "calc.db"
+            if ctx.pg is None
+            else ctx.new_database(f"start_{i}")
+        )
         spawn_bare = partial(procs.start_ceiling, "start-bare", "bare", ctx.workdir)
         bare.append(await asyncio.to_thread(first_answer, spawn_bare))
         spawn_ours = partial(procs.start_service, "start-ours", db, ctx.workdir)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -105,12 +106,46 @@ async def pruning(ctx: Context) -> list[Row]:
     return [rate]
 
 
+async def build_list_pg(url: str, count: int) -> None:
+    """The same rows as `build_list_db`, in a PostgreSQL database at our latest schema."""
+    import asyncpg
+
+    from service.db.migrate import migrate_postgres
+
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate_postgres(conn, "the bench's list database")
+        with tempfile.TemporaryDirectory() as folder:
+            sqlite_copy = Path(folder) / "list.db"
+            await asyncio.to_thread(build_list_db, sqlite_copy, count)
+            with contextlib.closing(sqlite3.connect(sqlite_copy)) as source:
+                rows = source.execute(f"SELECT {LIST_COLUMNS} FROM calculations").fetchall()
+        await conn.copy_records_to_table(
+            "calculations", records=rows, columns=LIST_COLUMNS.split(", ")
+        )
+        await conn.execute("ANALYZE calculations")
+    finally:
+        await conn.close()
+
+
+LIST_COLUMNS = (
+    "id, name, status, date_start, date_fin, lag, seed, attempts, created_at, started_at,"
+    " finished_at, duration, error"
+)
+
+
 async def listing(ctx: Context) -> list[Row]:
     """The first and last page of the list, both orders, with and without a status filter."""
-    db = ctx.workdir / "list.db"
-    await asyncio.to_thread(build_list_db, db, ctx.settings.list_rows)
+    if ctx.pg is None:
+        db: Path | str = ctx.workdir / "list.db"
+        await asyncio.to_thread(build_list_db, db, ctx.settings.list_rows)
+        top = ("list", "--db", str(db))
+    else:  # the same rows; the ceiling: the same OFFSET query through asyncpg
+        db = ctx.new_database("list")
+        await build_list_pg(db, ctx.settings.list_rows)
+        top = ("pg-list", "--url", db)
     ours = await ctx.start(procs.start_service("list", db, ctx.workdir))
-    ceiling = await ctx.ceiling("list", "--db", str(db), path=CREATE)
+    ceiling = await ctx.ceiling(*top, path=CREATE)
     rows: list[Row] = []
     try:
         for order in ("desc", "asc"):

