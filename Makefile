@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run test lint bench docker dist clean
+.PHONY: install tools run test lint bench docker compose-check dist clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ bench: $(STAMP) tools
 
 docker:
 	docker build -t calculations .
+
+# compose.yaml run whole with podman and podman-compose, on images built here (not part of
+# `make test`; about 10 minutes the first time, 3 after): see docs/scaling-out.md.
+compose-check:
+	bash tools/compose-check
 
 # The source archive and the wheel of the service, and the client's wheel, built with the
 # venv's own setuptools (no download).
