@@ -67,6 +67,14 @@ class Slot:
         loop.add_reader(self._pipe.fileno(), self._on_message)
         self._stopping = False
 
+    @property
+    def started(self) -> bool:
+        """Whether the process has told it is ready, and is still watched."""
+        ready = self._ready
+        return (
+            ready is not None and ready.done() and not ready.cancelled() and not ready.exception()
+        )
+
     async def ready(self) -> None:
         """Wait until the process has started; a run's time limit counts from then."""
         if self._process is None:
@@ -162,10 +170,20 @@ class KernelPool:
             slot.start()
 
     async def close(self) -> None:
-        """Each process sees its pipe end and leaves as a program does (its connection
-        closed, its exit handlers run); one still there after EXIT_PATIENCE, in the middle
-        of a run, is killed."""
-        processes = [process for slot in self.slots if (process := slot.close()) is not None]
+        """Each process that has started sees its pipe end and leaves as a program does (its
+        connection closed, its exit handlers run); one still there after EXIT_PATIENCE, in
+        the middle of a run, is killed, and so is one still starting (importing pandas)."""
+        processes = []
+        for slot in self.slots:
+            started = slot.started
+            process = slot.close()
+            if process is None:
+                continue
+            if started:
+                processes.append(process)
+            elif process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
         deadline = time.monotonic() + EXIT_PATIENCE
         for process in processes:
             await asyncio.to_thread(process.join, max(0.0, deadline - time.monotonic()))

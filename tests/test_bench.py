@@ -20,7 +20,8 @@ SCENARIOS = {
         "memory", "start", "drivers", "scaling",
     ],
     "postgresql": [
-        "intake", "queue", "client", "latency", "large", "responsive", "memory", "scaling",
+        "intake", "queue", "client", "latency", "large", "list", "responsive", "memory",
+        "start", "scaling",
     ],
 }  # fmt: skip
 
