@@ -25,7 +25,7 @@ import secrets
 import sqlite3
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,9 +160,30 @@ def list_app(db: Path | None) -> web.Application:
         rows = await app[DB].execute_fetchall(
             "SELECT status, count(*) FROM calculations GROUP BY status"
         )
-        totals: dict[str | None, int] = {row[0]: row[1] for row in rows}
-        totals[None] = sum(totals.values())
-        app[TOTALS] = totals
+        app[TOTALS] = totals_of(rows)
+
+    async def fetch(app: web.Application, key: tuple[str, bool], params: list[Any]) -> Any:
+        return await app[DB].execute_fetchall(LIST[key], params)
+
+    assert db is not None
+    app = web.Application()
+    app.cleanup_ctx.append(db_context(db))
+    app.on_startup.append(count)
+    app.router.add_get("/api/v1/calculations", list_handler(fetch))
+    return app
+
+
+def totals_of(rows: Any) -> dict[str | None, int]:
+    """Runs per status from `(status, count)` rows, and in all (None)."""
+    totals: dict[str | None, int] = {row[0]: row[1] for row in rows}
+    totals[None] = sum(totals.values())
+    return totals
+
+
+def list_handler(
+    fetch: Callable[[web.Application, tuple[str, bool], list[Any]], Awaitable[Any]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The list ceiling's answer, over `fetch(app, (order, filtered), params)` of a page."""
 
     async def get(request: web.Request) -> web.Response:
         query = request.query
@@ -171,7 +192,7 @@ def list_app(db: Path | None) -> web.Application:
         order = "ASC" if query.get("order") == "asc" else "DESC"
         params: list[Any] = [] if status is None else [status]
         params += [per_page, (page - 1) * per_page]
-        rows = await request.app[DB].execute_fetchall(LIST[order, status is not None], params)
+        rows = await fetch(request.app, (order, status is not None), params)
         items = [{"id": r[0], "name": r[1], "created_at": r[2], "status": r[3]} for r in rows]
         total = request.app[TOTALS].get(status, 0)
         return web.json_response(
@@ -184,12 +205,7 @@ def list_app(db: Path | None) -> web.Application:
             }
         )
 
-    assert db is not None
-    app = web.Application()
-    app.cleanup_ctx.append(db_context(db))
-    app.on_startup.append(count)
-    app.router.add_get("/api/v1/calculations", get)
-    return app
+    return get
 
 
 PG_TABLE = """
@@ -314,34 +330,15 @@ def asyncpg_list_app(url: str) -> web.Application:
 
         async with asyncpg.create_pool(url, min_size=PG_POOL, max_size=PG_POOL) as pool:
             rows = await pool.fetch("SELECT status, count(*) FROM calculations GROUP BY status")
-            totals: dict[str | None, int] = {row[0]: row[1] for row in rows}
-            totals[None] = sum(totals.values())
-            app[POOL], app[TOTALS] = pool, totals
+            app[POOL], app[TOTALS] = pool, totals_of(rows)
             yield
 
-    async def get(request: web.Request) -> web.Response:
-        query = request.query
-        page, per_page = int(query.get("page", 1)), int(query.get("per_page", 10))
-        status = query.get("status")
-        order = "ASC" if query.get("order") == "asc" else "DESC"
-        params: list[Any] = [] if status is None else [status]
-        params += [per_page, (page - 1) * per_page]
-        rows = await request.app[POOL].fetch(statements[order, status is not None], *params)
-        items = [{"id": r[0], "name": r[1], "created_at": r[2], "status": r[3]} for r in rows]
-        total = request.app[TOTALS].get(status, 0)
-        return web.json_response(
-            {
-                "items": items,
-                "page": page,
-                "per_page": per_page,
-                "total": total,
-                "pages": math.ceil(total / per_page),
-            }
-        )
+    async def fetch(app: web.Application, key: tuple[str, bool], params: list[Any]) -> Any:
+        return await app[POOL].fetch(statements[key], *params)
 
     app = web.Application()
     app.cleanup_ctx.append(context)
-    app.router.add_get("/api/v1/calculations", get)
+    app.router.add_get("/api/v1/calculations", list_handler(fetch))
     return app
 
 

@@ -268,6 +268,15 @@ def open_result_store(database_url: str) -> ResultStore:
     return sqlite.ResultStore(sqlite_path(database_url))
 
 
+def from_the_other_end(limit: int, offset: int, total: int) -> tuple[int, int] | None:
+    """The limit and offset of the same page in the opposite order, read from the other end
+    of the index (then turned around); None for a page past the end."""
+    end = min(offset + limit, total)
+    if end <= offset:
+        return None
+    return end - offset, total - end
+
+
 class DatabaseUnavailable(Exception):
     """The database cannot be opened or reached: the service cannot start."""
 

@@ -40,6 +40,7 @@ from service.db import (
     Saved,
     StorageFull,
     WorkerGone,
+    from_the_other_end,
     utcnow,
 )
 from service.db import postgres_sql as sql
@@ -277,10 +278,10 @@ class PostgresDatabase:
         total = int(await self._read(lambda conn: conn.fetchval(total_query, *total_args)))
         flipped = offset > total // 2
         if flipped:
-            end = min(offset + limit, total)
-            if end <= offset:
+            turned = from_the_other_end(limit, offset, total)
+            if turned is None:
                 return [], total
-            limit, offset = end - offset, total - end
+            limit, offset = turned
         rows = await self._page(limit, offset, descending ^ flipped, status)
         summaries = [Summary(*row[:4]) for row in rows]
         return (summaries[::-1] if flipped else summaries), total

@@ -20,7 +20,7 @@ import aiosqlite
 
 import kernel
 from service.compression import csv_of, inflate
-from service.db import Form, GroupCommit, WorkerGone, utcnow
+from service.db import Form, GroupCommit, WorkerGone, from_the_other_end, utcnow
 from service.db.migrate import migrate_sqlite_file
 from service.models import Calculation, Deflated, Pieces, Status, Summary, Worker
 
@@ -463,10 +463,10 @@ class Reader:
         total = count_calculations(here, status)
         flipped = offset > total // 2
         if flipped:
-            end = min(offset + limit, total)
-            if end <= offset:
+            turned = from_the_other_end(limit, offset, total)
+            if turned is None:
                 return [], total
-            limit, offset = end - offset, total - end
+            limit, offset = turned
         if offset <= near:
             rows, _ = read_page(here, limit, offset, descending ^ flipped, status)
         else:  # walks `offset` index entries: off the loop
