@@ -4,7 +4,6 @@ shape of the report and that every scenario was measured are checked, never a ta
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import ERROR, HEADER, parse_table
+from tests.conftest import unmeasured_environ
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {
@@ -32,11 +32,10 @@ def test_tiny_benchmark_measures_every_scenario(tmp_path: Path, backend: str) ->
     assert shutil.which("wrk"), "wrk is missing: `make test` installs it (apt-get install wrk)"
     # Not measured by coverage: the benchmark's servers run what the other tests measure,
     # and measuring them made this test several times slower.
-    env = {key: value for key, value in os.environ.items() if key != "COVERAGE_PROCESS_CONFIG"}
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--backend", backend, "--tiny", "--out", str(tmp_path)],
         cwd=ROOT,
-        env=env,
+        env=unmeasured_environ(),
         capture_output=True,
         text=True,
         timeout=300,

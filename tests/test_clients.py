@@ -114,7 +114,7 @@ async def test_clients_that_leave_end_quietly(start_server: Any, tmp_path: Path)
 async def test_a_wait_whose_client_left_stops_within_a_second(
     start_server: Any, tmp_path: Path
 ) -> None:
-    _, base = start_server({"LOG_FORMAT": "json", "KERNEL_DELAY": "60"})
+    _, base = start_server({"LOG_FORMAT": "json", "KERNEL_DELAY": "60", "SHUTDOWN_GRACE": "0.5"})
     await wait_until_up(base)
     async with aiohttp.ClientSession(base) as session:
         calc_id = (await post_json(session, "/api/v1/calculations", LARGE_RUN))["id"]

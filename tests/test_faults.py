@@ -71,7 +71,7 @@ async def test_kill_restart_harness_keeps_every_promise(start_server: Any, tmp_p
     kernels: set[int] = set()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         for _ in range(CYCLES):
-            proc, base = start_server(env)
+            proc, base = start_server(env, measured=False)
             await wait_until_up(base)
             stop = asyncio.Event()
             clients = [submit_until(session, base, acknowledged, stop) for _ in range(CLIENTS)]
