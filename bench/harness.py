@@ -48,6 +48,12 @@ class Settings:
     prune_rows: int = 10_000  # ended runs the retention deletes while intake is measured
     list_seconds: int = 3
     list_connections: int = 8
+    # (order, status filter) of each list case; tiny mode keeps one of each order and filter
+    list_cases: tuple[tuple[str, str | None], ...] = (
+        ("desc", None), ("desc", "done"), ("asc", None), ("asc", "done"),
+    )  # fmt: skip
+    # kernel processes in each worker process, one layout after another
+    scaling_layouts: tuple[tuple[int, ...], ...] = ((1,), (2,), (1, 1), (4,), (2, 2))
     busy_runs: int = 10
     busy_run: tuple[str, str] = ("1800-01-01", "2073-10-15")  # 100,000 rows
     probe_samples: int = 300  # idle; under load, as many as fit until the runs end
@@ -67,6 +73,8 @@ TINY = Settings(
     list_rows=2_000,
     prune_rows=1_000,
     list_seconds=1,
+    list_cases=(("desc", None), ("asc", "done")),
+    scaling_layouts=((1,), (1, 1)),
     busy_runs=2,
     busy_run=("2000-01-01", "2054-10-03"),  # 20,000 rows
     probe_samples=30,

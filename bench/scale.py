@@ -135,7 +135,8 @@ LIST_COLUMNS = (
 
 
 async def listing(ctx: Context) -> list[Row]:
-    """The first and last page of the list, both orders, with and without a status filter."""
+    """The first and last page of the list, for each case: an order, with or without a status
+    filter."""
     if ctx.pg is None:
         db: Path | str = ctx.workdir / "list.db"
         await asyncio.to_thread(build_list_db, db, ctx.settings.list_rows)
@@ -148,9 +149,8 @@ async def listing(ctx: Context) -> list[Row]:
     ceiling = await ctx.ceiling(*top, path=CREATE)
     rows: list[Row] = []
     try:
-        for order in ("desc", "asc"):
-            for status in (None, "done"):
-                rows += await list_case(ctx, ours, ceiling, order, status)
+        for order, status in ctx.settings.list_cases:
+            rows += await list_case(ctx, ours, ceiling, order, status)
     finally:
         ctx.stop(ceiling)
         ctx.stop(ours)

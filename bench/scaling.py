@@ -1,7 +1,8 @@
 """Scaling: queue throughput with 1, 2 and 4 kernel processes, in one worker process or split
 over two, each layout on a fresh database behind one API process (ROLE=api) and its workers
 (ROLE=worker). Each rate is a ratio against the bare pool loop's rate times the number of
-kernel processes: what perfect scaling of the one-process ceiling would give."""
+kernel processes: what perfect scaling of the one-process ceiling would give. `--tiny` runs two
+of the layouts (`Settings.scaling_layouts`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from bench.harness import SMALL_RUN, Context, run_db, say
 from bench.report import Row, check_row, ratio_row
 from bench.scenarios import post_until_idle
 
-# (kernel processes in each worker process)
-LAYOUTS = ((1,), (2,), (1, 1), (4,), (2, 2))
 WARM_RUNS = 8  # first runs, not measured: every kernel process has imported pandas
 
 
@@ -20,7 +19,7 @@ async def scaling(ctx: Context) -> list[Row]:
     wall, _ = await ctx.kernel_ceiling(n)
     one = n / wall
     rows: list[Row] = []
-    for layout in LAYOUTS:
+    for layout in ctx.settings.scaling_layouts:
         kernels, processes = sum(layout), len(layout)
         rate, done = await layout_rate(ctx, layout, n)
         say(f"scaling: {kernels} kernel(s) in {processes} worker(s): {rate:.0f} runs/s")
