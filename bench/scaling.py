@@ -1,8 +1,8 @@
 """Scaling: queue throughput with 1, 2 and 4 kernel processes, in one worker process or split
 over two, each layout on a fresh database behind one API process (ROLE=api) and its workers
 (ROLE=worker). Each rate is a ratio against the bare pool loop's rate times the number of
-kernel processes: what perfect scaling of the one-process ceiling would give. `--tiny` runs two
-of the layouts (`Settings.scaling_layouts`)."""
+kernel processes: what perfect scaling of the one-process ceiling would give. `--tiny` runs one
+layout, a kernel process in each of two workers (`Settings.scaling_layouts`)."""
 
 from __future__ import annotations
 

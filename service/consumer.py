@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CANCEL, TIME_LIMIT, SHUTDOWN = "cancel", "time limit", "shutdown"
 RETRY_DELAY = 1.0  # seconds between attempts to record an outcome while the database is down
-SHUTDOWN_PATIENCE = 5.0  # seconds a shutdown waits for the database to requeue a run
+SHUTDOWN_PATIENCE = 5.0  # seconds, at most, a shutdown waits for the database to requeue a run
 STORAGE_PAUSE = 5.0  # seconds without claims after a result found the disk full
 
 
@@ -60,6 +60,7 @@ class Consumer:
         self._down = False  # whether the database was found down at the last look
         self._paused_until = 0.0  # no claims before this loop time: the disk was full
         self._draining = False  # shutting down: a run that ends claims no other
+        self._requeue_patience = SHUTDOWN_PATIENCE  # how long a shutdown tries to requeue
         self._wakeups = 0  # how many times a claim was called for, to tell if one came since
         events.on_queued.append(self.notify)
         events.on_cancelled.append(self.stop)
@@ -139,6 +140,8 @@ class Consumer:
         """Let running kernels finish for up to `grace` seconds, then stop them; what was cut
         off goes back to the queue without counting as an attempt."""
         self._draining = True
+        # An operator who gave a short grace wants a quick stop, database or not.
+        self._requeue_patience = min(SHUTDOWN_PATIENCE, grace)
         if self._tasks:
             log.info("waiting up to %.0f s for %d running calculation(s)", grace, len(self._tasks))
             await asyncio.wait(self._tasks, timeout=grace)
@@ -239,7 +242,7 @@ class Consumer:
         # Not waited for long: a run left running by a process that is gone is rescued by
         # the next process that looks (its pid no longer runs it).
         requeue = functools.partial(self._db.requeue, calc)
-        if await until_recorded(requeue, patience=SHUTDOWN_PATIENCE):
+        if await until_recorded(requeue, patience=self._requeue_patience):
             log.info(
                 "calculation %d stopped by the shutdown, queued again", calc.id, extra=ids(calc)
             )

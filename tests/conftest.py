@@ -259,8 +259,7 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[Any]:
         return proc, f"http://127.0.0.1:{port}"
 
     yield start
-    for proc in started:
-        stop_server(proc)
+    stop_servers(started)
 
 
 def serve(start_server: Any, **env: str) -> str:
@@ -279,10 +278,19 @@ def service_url(start_server: Any) -> str:
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, and SIGKILL if it has not stopped 20 s later."""
-    if proc.poll() is None:
+    stop_servers([proc])
+
+
+def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to all at once, so that their grace periods overlap; SIGKILL to any that has
+    not stopped 20 s later."""
+    alive = [proc for proc in procs if proc.poll() is None]
+    for proc in alive:
         proc.terminate()
+    deadline = time.monotonic() + 20
+    for proc in alive:
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
