@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -197,40 +198,58 @@ def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> 
 async def test_slow_and_silent_clients_are_cut_off(start_server: Any, tmp_path: Path) -> None:
     base, large, size = await serve_large_result(start_server, CLIENT_TIMEOUT="1")
 
-    def scenarios() -> dict[str, float]:
-        seconds = {}
-        with connect(base) as silent:
-            seconds["silent"], _ = closed_within(silent, 10)
-        with connect(base) as head:
+    def silent() -> float:
+        with connect(base) as sock:
+            return closed_within(sock, 10)[0]
+
+    def head() -> float:
+        with connect(base) as sock:
             trickle = b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 100
-            seconds["head"], answer = closed_within(head, 10, trickle)
+            taken, answer = closed_within(sock, 10, trickle)
             assert answer == b""
-        with connect(base) as body:
-            body.sendall(
+            return taken
+
+    def body() -> float:
+        with connect(base) as sock:
+            sock.sendall(
                 b"POST /api/v1/calculations HTTP/1.1\r\nHost: x\r\nContent-Length: 70\r\n\r\n"
             )
             trickle = b'{"date_start": "2024-01-01", ' + b" " * 40
-            seconds["body"], answer = closed_within(body, 10, trickle)
+            taken, answer = closed_within(sock, 10, trickle)
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
             assert b'"request_timeout"' in answer
-        with connect(base) as idle:  # kept alive after an answer, then silent
-            idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            seconds["idle"], answer = closed_within(idle, 10)
+            return taken
+
+    def idle() -> float:  # kept alive after an answer, then silent
+        with connect(base) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            taken, answer = closed_within(sock, 10)
             assert answer.startswith(b"HTTP/1.1 200 ")
-        with connect(base, receive_buffer=4096) as reader:
-            reader.sendall(f"GET /api/v1/calculations/{large} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            return taken
+
+    def reader() -> int:
+        with connect(base, receive_buffer=4096) as sock:
+            sock.sendall(f"GET /api/v1/calculations/{large} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             time.sleep(4)  # reads nothing meanwhile
             received = 0
-            reader.settimeout(5)
+            sock.settimeout(5)
             try:
-                while chunk := reader.recv(65536):
+                while chunk := sock.recv(65536):
                     received += len(chunk)
             except ConnectionResetError:
                 pass
-            assert received < size
-        return seconds
+            return received
 
-    seconds = await asyncio.to_thread(scenarios)
+    def all_at_once() -> dict[str, float]:
+        """Each on its own connection: the server cuts each off by its own clock."""
+        kinds = {"silent": silent, "head": head, "body": body, "idle": idle}
+        with ThreadPoolExecutor(len(kinds) + 1) as pool:
+            taking = {name: pool.submit(scenario) for name, scenario in kinds.items()}
+            reading = pool.submit(reader)
+            assert reading.result() < size
+            return {name: future.result() for name, future in taking.items()}
+
+    seconds = await asyncio.to_thread(all_at_once)
     assert all(value < 5 for value in seconds.values()), seconds
     log = tmp_path / "server.log"
     assert any("read none of" in line["message"] for line in json_log_lines(log))
