@@ -32,7 +32,7 @@ from tests.conftest import (
     wait_until_up,
 )
 
-CYCLES = 30
+CYCLES = int(os.environ.get("CRASH_CYCLES", "20"))  # kills of the server in one harness run
 MAX_ATTEMPTS = 3
 CLIENTS = 4
 POSTS_PER_CLIENT = 8  # per cycle: enough to keep a backlog, few enough to drain in seconds
