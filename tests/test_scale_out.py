@@ -312,3 +312,29 @@ async def test_a_database_restart_under_load_answers_503_and_loses_nothing(
         assert set(created) <= set(rows)  # every run answered 201 is there
         # Runs computing while the database was away were stored once it came back.
         assert all(rows[i][:2] == ("done", 1) for i in running_before)
+
+
+async def test_a_stop_without_its_database_ends_within_its_grace_and_the_run_is_rescued(
+    start_server: Any, tmp_path: Path
+) -> None:
+    with throwaway_server(*TEST_SERVER_SETTINGS) as pg:
+        apis, [(worker, _)] = await start_processes(
+            start_server, 1, 1, DATABASE_URL=pg.url, KERNEL_DELAY="60", SHUTDOWN_GRACE="0.5"
+        )
+        async with aiohttp.ClientSession() as session:
+            calc_id = await post(session, apis[0])
+        await until(lambda: runs(pg.url)[calc_id][0] == "running", 30)
+        await asyncio.to_thread(pg.stop, "fast")
+        sent = time.monotonic()
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 30)
+        took = time.monotonic() - sent
+        log = (tmp_path / "worker1.log").read_text()
+        await asyncio.to_thread(pg.start)
+        await start_processes(start_server, 0, 1, DATABASE_URL=pg.url, KERNEL_DELAY="0")
+        await until(lambda: runs(pg.url)[calc_id][0] == "done", 30)
+    print(f"the worker stopped {took:.2f} s after SIGTERM")
+    # The grace for the kernel, as long again for the database; it took 6 s when the wait for
+    # the database was always 5 s.
+    assert took < 3
+    assert "the database is down: the run is left to be rescued" in log
