@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import date
 
 import numpy as np
@@ -141,3 +143,22 @@ def test_csv_is_the_same_whatever_pieces_the_json_comes_in(piece: int) -> None:
     whole = csv_text(output.json)
     assert csv_text(output.json, piece) == whole
     assert whole.count("\r\n") == len(json.loads(output.json)) + 1
+
+
+IMPORTS_OF = "import sys, {}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {}))"
+
+
+@pytest.mark.parametrize(
+    ("modules", "unwanted"),
+    [
+        # A kernel process: it starts after every cancel and time limit, so it starts light.
+        ("service.worker, service.db.sqlite, service.db.postgres",
+         {"aiohttp", "aiohttp_apigami", "marshmallow", "prometheus_client", "multidict"}),
+        # The server: pandas and numpy stay in the kernel processes.
+        ("service.app, service.__main__", {"pandas", "numpy"}),
+    ],
+)  # fmt: skip
+def test_each_kind_of_process_imports_only_what_it_needs(modules: str, unwanted: set[str]) -> None:
+    code = IMPORTS_OF.format(modules, unwanted)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

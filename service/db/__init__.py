@@ -16,12 +16,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
-from aiohttp import web
-
 from service.config import is_postgres
-from service.keys import CONFIG, DB, EVENTS
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     import kernel
     from service.config import Config
     from service.events import RunEvents as Events
@@ -339,6 +338,10 @@ async def open_database(config: Config, events: Events) -> AsyncIterator[Databas
 
 
 async def db_context(app: web.Application) -> AsyncIterator[None]:
+    # Imported here: the kernel processes import this package, and aiohttp would add a fifth
+    # of a second to the start of each of them.
+    from service.keys import CONFIG, DB, EVENTS
+
     async with open_database(app[CONFIG], app[EVENTS]) as database:
         app[DB] = database
         yield
