@@ -48,7 +48,7 @@ class Settings:
     prune_rows: int = 10_000  # ended runs the retention deletes while intake is measured
     list_seconds: int = 3
     list_connections: int = 8
-    # (order, status filter) of each list case; tiny mode keeps one of each order and filter
+    # (order, status filter) of each list case; the tiny mode measures one
     list_cases: tuple[tuple[str, str | None], ...] = (
         ("desc", None), ("desc", "done"), ("asc", None), ("asc", "done"),
     )  # fmt: skip

@@ -228,6 +228,16 @@ def free_port() -> int:
         return port
 
 
+def imported_of(modules: str, among: set[str]) -> list[str]:
+    """Which of the top-level packages `among` a fresh interpreter has imported once it
+    imported `modules` (a comma-separated list)."""
+    top = "{m.split('.')[0] for m in sys.modules}"
+    code = f"import json, sys, {modules}; print(json.dumps(sorted({top} & {among!r})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    found: list[str] = json.loads(done.stdout)
+    return found
+
+
 def unmeasured_environ() -> dict[str, str]:
     """This environment without coverage's request to measure subprocesses: for a server
     that will be SIGKILLed, which never writes its data, so measuring it is only a cost."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import date
 
 import numpy as np
@@ -12,6 +10,7 @@ import pandas as pd
 import pytest
 
 import kernel
+from tests.conftest import imported_of
 
 
 def test_columns_and_dates_follow_the_lag_up_to_and_including_date_fin() -> None:
@@ -145,9 +144,6 @@ def test_csv_is_the_same_whatever_pieces_the_json_comes_in(piece: int) -> None:
     assert whole.count("\r\n") == len(json.loads(output.json)) + 1
 
 
-IMPORTS_OF = "import sys, {}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {}))"
-
-
 @pytest.mark.parametrize(
     ("modules", "unwanted"),
     [
@@ -159,6 +155,4 @@ IMPORTS_OF = "import sys, {}; print(sorted({{m.split('.')[0] for m in sys.module
     ],
 )  # fmt: skip
 def test_each_kind_of_process_imports_only_what_it_needs(modules: str, unwanted: set[str]) -> None:
-    code = IMPORTS_OF.format(modules, unwanted)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert imported_of(modules, unwanted) == []

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 from service.config import is_postgres
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     import kernel
     from service.config import Config
     from service.events import RunEvents as Events
@@ -335,13 +333,3 @@ async def open_database(config: Config, events: Events) -> AsyncIterator[Databas
 
     async with sqlite.open_database(config) as sqlite_database:
         yield sqlite_database
-
-
-async def db_context(app: web.Application) -> AsyncIterator[None]:
-    # Imported here: the kernel processes import this package, and aiohttp would add a fifth
-    # of a second to the start of each of them.
-    from service.keys import CONFIG, DB, EVENTS
-
-    async with open_database(app[CONFIG], app[EVENTS]) as database:
-        app[DB] = database
-        yield
