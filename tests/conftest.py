@@ -330,7 +330,7 @@ def running(pid: int) -> bool:
     """Alive, and not a zombie waiting for its parent to collect it."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or before the read
         return False
     return state != "Z"
 
