@@ -346,6 +346,14 @@ def database(where: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[
         return conn.execute(sql, params).fetchall()
 
 
+def none_ahead_of_an_older_one(runs: list[dict[str, Any]]) -> bool:
+    """Whether, of these runs in id order, each began before any newer one ended: none was
+    computed ahead of an older one. Kernel processes claiming at once may record their starts
+    some microseconds apart in either order (docs/scaling-out.md)."""
+    starts = [run["started_at"] for run in runs]
+    return all(max(starts[: k + 1]) < run["finished_at"] for k, run in enumerate(runs))
+
+
 def json_log_lines(path: Path) -> list[dict[str, Any]]:
     """A server's JSON log lines; a killed server's resource tracker adds plain warnings."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]

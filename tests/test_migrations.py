@@ -26,11 +26,20 @@ from service.db.migrate import (
     migrations,
     split_statements,
 )
-from tests.conftest import ROOT, admin, database, free_port, wait_until_up
+from tests.conftest import (
+    ROOT,
+    admin,
+    database,
+    free_port,
+    none_ahead_of_an_older_one,
+    wait_until_up,
+)
 
 # The first release, and the last before schema versions: the databases they made.
 FIRST_RELEASE = "0575798"
 LAST_UNVERSIONED_POSTGRES = "037111f"
+# The last release whose PostgreSQL schema is version 2: claims not recorded by their store.
+BEFORE_CLAIMED_BY = "585bec2"
 RUNS = "/api/v1/calculations"
 FIELDS = "name,duration,date_start,date_fin,lag,seed,started_at,finished_at,attempts"
 KEYED = {"date_start": "2020-01-01", "date_fin": "2020-03-31", "lag": 1, "name": "keyed"}
@@ -129,12 +138,15 @@ def uncompacted(database_url: str) -> int:
     return int(count)
 
 
+def raw_session() -> aiohttp.ClientSession:
+    """Bodies as sent: gzip only where asked for, and then not undone by the client."""
+    return aiohttp.ClientSession(auto_decompress=False, headers={"Accept-Encoding": "identity"})
+
+
 async def upgrade_keeps_every_run(
     old_tree: Path, database_url: str, tmp_path: Path, version: tuple[str, int]
 ) -> None:
-    # Bodies as sent: gzip only where asked for, and then not undone by the client.
-    raw = aiohttp.ClientSession(auto_decompress=False, headers={"Accept-Encoding": "identity"})
-    async with raw as session:
+    async with raw_session() as session:
         async with Server(old_tree, database_url, tmp_path / "old.log") as old:
             ids = await make_runs(session, old.url)
             before = await seen(session, old.url, ids)
@@ -176,6 +188,52 @@ async def test_a_postgres_database_made_before_schema_versions_opens_with_every_
     tree = old_release(LAST_UNVERSIONED_POSTGRES, tmp_path)
     version = ("SELECT version FROM schema_version", latest("postgres"))
     await upgrade_keeps_every_run(tree, pg_url, tmp_path, version)
+
+
+async def computed(session: aiohttp.ClientSession, bases: list[str], n: int) -> list[Any]:
+    """`n` runs created on these servers in turn, each done, as read once ended (id order)."""
+    ids = []
+    for i in range(n):
+        async with session.post(f"{bases[i % len(bases)]}{RUNS}", json=KEYED | {"lag": i + 1}) as r:
+            assert r.status == 201
+            ids.append((await r.json())["id"])
+    runs = []
+    for calc_id in ids:
+        path = f"{bases[0]}{RUNS}/{calc_id}?wait=60&fields=started_at,finished_at"
+        async with session.get(path) as resp:
+            runs.append(await resp.json())
+    assert [run["status"] for run in runs] == ["done"] * n
+    return runs
+
+
+async def test_a_postgres_database_of_version_2_records_claims_while_its_release_still_runs(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Migration 3 adds the record of which store claimed a run. A server of the release
+    before that is still running when this one migrates (the new processes started before
+    the old ones stopped) goes on storing and claiming beside it: no run is lost or computed
+    ahead of an older one."""
+    admin(pg_url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")  # as a new database
+    tree = old_release(BEFORE_CLAIMED_BY, tmp_path)
+    # Each run takes long enough for the queue to hold some: kernels claim as they store.
+    slow = {"WORKERS": "2", "KERNEL_DELAY": "0.1"}
+    async with raw_session() as session:
+        async with Server(tree, pg_url, tmp_path / "old.log", **slow) as old:
+            ids = await make_runs(session, old.url)
+            before = await seen(session, old.url, ids)
+            assert database(pg_url, "SELECT version FROM schema_version") == [(2,)]
+            async with Server(ROOT, pg_url, tmp_path / "new.log", **slow) as new:
+                assert database(pg_url, "SELECT version FROM schema_version") == [(3,)]
+                assert await seen(session, new.url, ids) == before
+                assert none_ahead_of_an_older_one(await computed(session, [old.url, new.url], 30))
+                assert await seen(session, old.url, ids) == before
+        [(recorded,)] = database(
+            pg_url, "SELECT count(*) FROM calculations WHERE claimed_by IS NOT NULL"
+        )
+        assert recorded > 0  # this release's kernel processes claimed as they stored
+        async with Server(ROOT, pg_url, tmp_path / "again.log", **slow) as again:
+            assert await seen(session, again.url, ids) == before
+            assert none_ahead_of_an_older_one(await computed(session, [again.url], 30))
 
 
 def sqlite_shape(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -61,16 +61,18 @@ SELECT octet_length(result_csv), octet_length(result_deflated) FROM calculations
 # The oldest queued run that no other claim holds; rows being claimed are skipped, never
 # waited for, so workers claiming together each take a different run, oldest first. Only for
 # a recorded worker (`recorded` says whether it is): its row is locked until the claim
-# commits, so a rescue forgetting it waits, and then finds the run among the worker's.
-def claim_ctes(worker: str, started_at: str = "utc_text()", provided: str = "true") -> str:
-    """The claim for `worker` (a parameter), made only if `provided` holds."""
+# commits, so a rescue forgetting it waits, and then finds the run among the worker's. The
+# start is the clock's when the row is held, so starts follow the order of the claims.
+def claim_ctes(worker: str, provided: str = "true", claimed_by: str = "NULL") -> str:
+    """The claim for `worker` (a parameter), made only if `provided` holds; `claimed_by`: the
+    id of the run whose store made it, or NULL."""
     return f"""
 recorded AS (
     SELECT id FROM workers WHERE id = {worker} AND {provided} FOR KEY SHARE
 ), claimed AS (
     UPDATE calculations
-    SET status = 'running', started_at = {started_at}, attempts = attempts + 1,
-        worker_id = {worker}
+    SET status = 'running', started_at = utc_text(), attempts = attempts + 1,
+        worker_id = {worker}, claimed_by = {claimed_by}
     WHERE id = (
         SELECT id FROM calculations
         WHERE status = 'queued' AND EXISTS (SELECT FROM recorded)
@@ -91,24 +93,23 @@ FENCE = "WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING id"
 MARK_DONE = """
 UPDATE calculations
 SET status = 'done', result_size = $3, result_deflated = $4, result_crc = $5,
-    duration = $6, finished_at = (SELECT at FROM now), error = NULL
+    duration = $6, finished_at = utc_text(), error = NULL
 """
 
 # A kernel process stores its run and, in the same statement and commit, claims the next one
 # for its worker ($7; NULL claims nothing): one round trip and one commit a run. Only once
-# the store is made: a claim then starts when the stored run finished, by which a store
+# the store is made; the claimed run records which run's store claimed it, by which a store
 # retried after its answer was lost finds what it claimed (CLAIMED_WITH).
 STORE_AND_CLAIM = f"""
-WITH now AS (SELECT utc_text() AS at),
-stored AS ({MARK_DONE} {FENCE}),
-{claim_ctes("$7", started_at="(SELECT at FROM now)", provided="EXISTS (SELECT FROM stored)")}
+WITH stored AS ({MARK_DONE} {FENCE}),
+{claim_ctes("$7", provided="EXISTS (SELECT FROM stored)", claimed_by="$1")}
 SELECT EXISTS (SELECT FROM stored) AS stored, {CLAIMED} {ONE_ROW}
 """
 
 CLAIMED_WITH = f"""
 SELECT {COLUMNS} FROM calculations
-WHERE worker_id = $3 AND status = 'running' AND id <> $1 AND started_at = (
-    SELECT finished_at FROM calculations WHERE id = $1 AND attempts = $2 AND status = 'done'
+WHERE claimed_by = $1 AND worker_id = $3 AND status = 'running' AND EXISTS (
+    SELECT FROM calculations WHERE id = $1 AND attempts = $2 AND status = 'done'
 )
 """
 
