@@ -54,6 +54,8 @@ class Consumer:
         self._free = list(reversed(pool.slots))
         self._wakeup = asyncio.Event()
         self._computing: dict[int, Slot] = {}
+        self._held: set[int] = set()  # runs this consumer claimed, from the claim to the end
+        self._unanswered = False  # a claim failed with the database: it may have been made
         self._stop_reasons: dict[int, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._swept = 0.0  # when runs cancelled elsewhere were last looked for
@@ -116,12 +118,32 @@ class Consumer:
 
     async def claim(self) -> Calculation | None:
         """The oldest queued run, claimed under this process's worker record; a record the
-        database forgot (taken for gone while cut off) is made anew first."""
+        database forgot (taken for gone while cut off) is made anew first. After a claim
+        that failed with the database, what it may have claimed goes back to the queue
+        first: its answer lost, no kernel would compute it while this process lives."""
+        if self._unanswered:
+            held = sorted(self._held)
+            requeued = await self._db.requeue_unheld(self._leases.worker_id, held)
+            self._unanswered = False
+            for calc_id in requeued:
+                log.warning(
+                    "calculation %d was claimed as the database went away, its answer lost;"
+                    " it is queued again",
+                    calc_id,
+                    extra={"calc_id": calc_id},
+                )
         try:
-            return await self._db.claim(self._leases.worker_id)
-        except db.WorkerGone as gone:
-            await self._leases.register_again(gone.worker_id)
-            return await self._db.claim(self._leases.worker_id)
+            try:
+                calc = await self._db.claim(self._leases.worker_id)
+            except db.WorkerGone as gone:
+                await self._leases.register_again(gone.worker_id)
+                calc = await self._db.claim(self._leases.worker_id)
+        except db.DatabaseDown:
+            self._unanswered = True
+            raise
+        if calc is not None:
+            self._held.add(calc.id)
+        return calc
 
     async def run_once(self) -> bool:
         """Claim the oldest queued run and compute it here, and no other; False when the
@@ -185,6 +207,7 @@ class Consumer:
             raise
         finally:
             self._computing.pop(calc.id, None)
+            self._held.discard(calc.id)
             reason = self._stop_reasons.pop(calc.id, None)
         output = outcome.output
         claimed = output.claimed if isinstance(output, Stored) else None

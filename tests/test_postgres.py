@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import date
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -23,8 +26,18 @@ from service.db import Database, Saved, insert_params, open_database, postgres
 from service.events import RunEvents
 from service.leases import is_gone, this_host
 from service.models import Status, Worker
-from tests.conftest import SMALL_RUN, TEST_SERVER_SETTINGS, admin, on_database, recorded_worker
+from tests.conftest import (
+    SMALL_RUN,
+    TEST_SERVER_SETTINGS,
+    admin,
+    app_client,
+    create,
+    on_database,
+    recorded_worker,
+    wait_for_terminal,
+)
 
+SSL_REQUEST = (80877103).to_bytes(4, "big")
 LARGE = (date(1800, 1, 1), date(2073, 10, 15), 1)  # 100,000 rows: several pieces
 
 
@@ -193,6 +206,25 @@ async def test_a_store_claims_the_next_run_for_its_worker_in_the_same_commit(
     assert statuses[1][1] >= statuses[0][2]  # started once the run before it finished
 
 
+async def test_a_claim_whose_answer_was_lost_is_queued_again_and_computed(
+    aiohttp_client: AiohttpClient, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server claims a run and commits, and the connection breaks before the answer
+    reaches the worker: the worker lives on, so no rescue takes the run. It goes back to the
+    queue when the database answers again, and is computed once."""
+    caplog.set_level(logging.WARNING, logger="service.consumer")
+    async with AnswerCutter(config.database_url, needle=b"claimed_by = NULL") as cutter:
+        changed = replace(config, database_url=cutter.url_for(config.database_url))
+        client = await app_client(aiohttp_client, changed, poll_interval=0.2)
+        cutter.armed = True
+        calc_id = await create(client)
+        async with asyncio.timeout(10):
+            await cutter.cut.wait()
+        body = await wait_for_terminal(client, calc_id, query="?fields=attempts")
+    assert (body["status"], body["attempts"]) == ("done", 1)  # the lost claim not counted
+    assert f"calculation {calc_id} was claimed as the database went away" in caplog.text
+
+
 @pytest.mark.parametrize("per_page", [1, 3, 10, 23, 30])
 @pytest.mark.parametrize("descending", [False, True])
 @pytest.mark.parametrize("near", [0, 5, 1000])  # which pages take the one-statement path
@@ -276,3 +308,95 @@ async def test_every_request_answers_503_while_the_server_is_away(
         assert (await waited.json())["status"] == "done"  # the run from before the outage
         await asyncio.to_thread(server.stop)
         await client.close()  # a shutdown with the database away ends too
+
+
+class AnswerCutter:
+    """A TCP relay to PostgreSQL standing in for a network that breaks at the worst moment
+    (not our code, so a fake is fair): armed, it lets the next statement whose SQL holds
+    `needle` and whose answer's first row has a second column (what a claim claimed) run and
+    commit on the server, then closes the client's connection before that answer reaches
+    it. Messages are read as the protocol frames them: a Parse names a statement, a Bind
+    runs one by name (asyncpg prepares each statement once a connection)."""
+
+    def __init__(self, target: str, needle: bytes) -> None:
+        parts = urlsplit(target)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.needle = needle
+        self.armed = False
+        self.cut = asyncio.Event()
+
+    async def __aenter__(self) -> AnswerCutter:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+
+    def url_for(self, target: str) -> str:
+        """`target` reached through the relay, in plain text that it can read."""
+        port = self._server.sockets[0].getsockname()[1]
+        parts = urlsplit(target)
+        login = parts.netloc.rpartition("@")[0]
+        netloc = f"{login}@127.0.0.1:{port}" if login else f"127.0.0.1:{port}"
+        query = "&".join(q for q in (parts.query, "sslmode=disable") if q)
+        return parts._replace(netloc=netloc, query=query).geturl()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self.target)
+        watched = asyncio.Event()  # the statement went: its answer is held until read
+
+        async def upstream() -> None:
+            statements: dict[bytes, bytes] = {}
+            async for message in messages(client_r, from_client=True):
+                kind, fields = message[:1], message[5:].split(b"\0")
+                if kind == b"P":
+                    statements[fields[0]] = fields[1]
+                elif kind == b"B" and self.armed and self.needle in statements.get(fields[1], b""):
+                    watched.set()
+                server_w.write(message)
+            server_w.close()
+
+        async def downstream() -> None:
+            answer: list[bytes] = []
+            async for message in messages(server_r):
+                if not watched.is_set():
+                    client_w.write(message)
+                    continue
+                answer.append(message)
+                if message[:1] != b"Z":  # ReadyForQuery: run, committed, answered
+                    continue
+                watched.clear()
+                rows = [m for m in answer if m[:1] == b"D"]
+                if rows and claimed(rows[0]):
+                    self.armed = False
+                    self.cut.set()
+                    break
+                client_w.write(b"".join(answer))
+                answer = []
+            client_w.close()
+            server_w.close()
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(upstream(), downstream())
+
+
+async def messages(reader: asyncio.StreamReader, from_client: bool = False) -> AsyncIterator[bytes]:
+    """The protocol's messages as they come: a type byte and a length that counts itself.
+    A client's first message has no type byte, nor the one after an SSL request."""
+    untyped = from_client
+    while True:
+        head = 0 if untyped else 1
+        try:
+            start = await reader.readexactly(head + 4)
+            body = await reader.readexactly(int.from_bytes(start[head:], "big") - 4)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        untyped = untyped and body[:4] == SSL_REQUEST
+        yield start + body  # untyped, its first byte is the length's: 0, never a type
+
+
+def claimed(row: bytes) -> bool:
+    """Whether a DataRow's second column has a value (a length of -1 is NULL)."""
+    first = int.from_bytes(row[7:11], "big", signed=True)
+    second_at = 11 + max(first, 0)
+    return int.from_bytes(row[second_at : second_at + 4], "big", signed=True) != -1

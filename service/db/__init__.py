@@ -189,6 +189,12 @@ class Database(Protocol):
     async def requeue(self, calc: Calculation) -> bool:
         """Put this attempt's run back in the queue, the attempt not counted."""
 
+    async def requeue_unheld(self, worker_id: int, held: list[int]) -> list[int]:
+        """Put back in the queue, their attempts not counted, the runs this worker claimed
+        for itself that it does not hold (`held`): a claim whose answer was lost with the
+        connection. Not those its kernel processes claimed as they stored, of which it may
+        not have heard yet. Their ids."""
+
     async def register_worker(self, host: str, pid: int, pid_started: int, now: float) -> int:
         """Record a process that computes runs; its worker id."""
 

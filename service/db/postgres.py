@@ -341,6 +341,10 @@ class PostgresDatabase:
     async def requeue(self, calc: Calculation) -> bool:
         return await self._row(sql.REQUEUE, calc.id, calc.attempts) is not None
 
+    async def requeue_unheld(self, worker_id: int, held: list[int]) -> list[int]:
+        rows = await self._run(lambda conn: conn.fetch(sql.REQUEUE_UNHELD, worker_id, held))
+        return sorted(row[0] for row in rows)
+
     async def register_worker(self, host: str, pid: int, pid_started: int, now: float) -> int:
         # The database's clock, not `now`: heartbeats from many machines are compared.
         row = await self._row(sql.REGISTER_WORKER, host, pid, pid_started)

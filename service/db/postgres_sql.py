@@ -132,6 +132,14 @@ UPDATE calculations SET status = 'queued', started_at = NULL, attempts = attempt
 {FENCE}
 """
 
+REQUEUE_UNHELD = """
+UPDATE calculations SET status = 'queued', started_at = NULL, attempts = attempts - 1,
+    worker_id = NULL
+WHERE worker_id = $1 AND status = 'running' AND claimed_by IS NULL
+    AND NOT (id = ANY($2::bigint[]))
+RETURNING id
+"""
+
 CANCEL = f"""
 UPDATE calculations SET status = 'cancelled', finished_at = utc_text()
 WHERE id = $1 AND status IN ('queued', 'running')

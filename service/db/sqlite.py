@@ -163,6 +163,11 @@ class SqliteDatabase:
         with self._writing():
             return await requeue(self.writer, calc)
 
+    async def requeue_unheld(self, worker_id: int, held: list[int]) -> list[int]:
+        # A claim here is a call on this process's own file under its write lock: it
+        # commits and answers, or rolls back. None is left without its answer.
+        return []
+
     async def register_worker(self, host: str, pid: int, pid_started: int, now: float) -> int:
         with self._writing():
             return await register_worker(self.writer, host, pid, pid_started, now)
