@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import secrets
@@ -350,8 +351,8 @@ def none_ahead_of_an_older_one(runs: list[dict[str, Any]]) -> bool:
     """Whether, of these runs in id order, each began before any newer one ended: none was
     computed ahead of an older one. Kernel processes claiming at once may record their starts
     some microseconds apart in either order (docs/scaling-out.md)."""
-    starts = [run["started_at"] for run in runs]
-    return all(max(starts[: k + 1]) < run["finished_at"] for k, run in enumerate(runs))
+    latest_starts = itertools.accumulate((run["started_at"] for run in runs), max)
+    return all(start < run["finished_at"] for start, run in zip(latest_starts, runs, strict=True))
 
 
 def json_log_lines(path: Path) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from bench.postgres import throwaway_server
 from service.app import create_app
 from service.config import Config
 from service.db import Database, Saved, insert_params, open_database, postgres
+from service.db import postgres_sql as sql
 from service.events import RunEvents
 from service.leases import is_gone, this_host
 from service.models import Status, Worker
@@ -213,8 +214,8 @@ async def test_a_claim_whose_answer_was_lost_is_queued_again_and_computed(
     reaches the worker: the worker lives on, so no rescue takes the run. It goes back to the
     queue when the database answers again, and is computed once."""
     caplog.set_level(logging.WARNING, logger="service.consumer")
-    async with AnswerCutter(config.database_url, needle=b"claimed_by = NULL") as cutter:
-        changed = replace(config, database_url=cutter.url_for(config.database_url))
+    async with AnswerCutter(config.database_url, sql.CLAIM_NEXT) as cutter:
+        changed = replace(config, database_url=cutter.url)
         client = await app_client(aiohttp_client, changed, poll_interval=0.2)
         cutter.armed = True
         calc_id = await create(client)
@@ -312,16 +313,15 @@ async def test_every_request_answers_503_while_the_server_is_away(
 
 class AnswerCutter:
     """A TCP relay to PostgreSQL standing in for a network that breaks at the worst moment
-    (not our code, so a fake is fair): armed, it lets the next statement whose SQL holds
-    `needle` and whose answer's first row has a second column (what a claim claimed) run and
-    commit on the server, then closes the client's connection before that answer reaches
+    (not our code, so a fake is fair): armed, it lets the next run of `statement` whose
+    answer's first row has a second column (what a claim claimed) run and commit on the
+    server, then closes the client's connection before that answer reaches
     it. Messages are read as the protocol frames them: a Parse names a statement, a Bind
     runs one by name (asyncpg prepares each statement once a connection)."""
 
-    def __init__(self, target: str, needle: bytes) -> None:
-        parts = urlsplit(target)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.needle = needle
+    def __init__(self, target: str, statement: str) -> None:
+        self._target = target
+        self.statement = statement.encode()
         self.armed = False
         self.cut = asyncio.Event()
 
@@ -332,17 +332,19 @@ class AnswerCutter:
     async def __aexit__(self, *exc: object) -> None:
         self._server.close()
 
-    def url_for(self, target: str) -> str:
-        """`target` reached through the relay, in plain text that it can read."""
+    @property
+    def url(self) -> str:
+        """The target reached through the relay, in plain text that it can read."""
         port = self._server.sockets[0].getsockname()[1]
-        parts = urlsplit(target)
+        parts = urlsplit(self._target)
         login = parts.netloc.rpartition("@")[0]
         netloc = f"{login}@127.0.0.1:{port}" if login else f"127.0.0.1:{port}"
         query = "&".join(q for q in (parts.query, "sslmode=disable") if q)
         return parts._replace(netloc=netloc, query=query).geturl()
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection(*self.target)
+        target = urlsplit(self._target)
+        server_r, server_w = await asyncio.open_connection(target.hostname, target.port)
         watched = asyncio.Event()  # the statement went: its answer is held until read
 
         async def upstream() -> None:
@@ -351,7 +353,7 @@ class AnswerCutter:
                 kind, fields = message[:1], message[5:].split(b"\0")
                 if kind == b"P":
                     statements[fields[0]] = fields[1]
-                elif kind == b"B" and self.armed and self.needle in statements.get(fields[1], b""):
+                elif kind == b"B" and self.armed and statements.get(fields[1]) == self.statement:
                     watched.set()
                 server_w.write(message)
             server_w.close()
